@@ -1,0 +1,3 @@
+from vrlms_edge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""`serve` (run the box) and `migrate` (bring the schema to head)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+from typing import Any, Final
+
+from aiohttp import web
+
+from vrlms_edge.app import create_app
+from vrlms_edge.config import Settings
+from vrlms_edge.store import migrate
+
+log = logging.getLogger(__name__)
+
+# Connections get this long to finish when the box is told to stop.
+SHUTDOWN_GRACE_S: Final = 3.0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the box")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port (0 = any free port)")
+    p.set_defaults(run=run_serve, settings_overrides=lambda a: {"host": a.host, "port": a.port})
+
+    m = sub.add_parser("migrate", help="bring the database schema up to date")
+    m.set_defaults(run=run_migrate)
+
+
+def listening_urls(runner: web.AppRunner) -> list[str]:
+    urls = []
+    for server in runner.sites:
+        for sock in getattr(server, "_server").sockets:  # noqa: B009 - aiohttp keeps it private
+            host, port = sock.getsockname()[:2]
+            if sock.family == socket.AF_INET6:
+                host = f"[{host}]"
+            urls.append(f"http://{host}:{port}")
+    return urls
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        print(f"listening on {listening_urls(runner)[0]}", flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(serve(settings))
+    return 0
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ran = migrate.upgrade(settings.database_url_resolved, settings.sqlite_path)
+    print("migrated to head" if ran else "already at head")
+    return 0

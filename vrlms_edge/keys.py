@@ -1,0 +1,19 @@
+"""Typed application state: every shared part of the running box is a web.AppKey."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from vrlms_edge.config import Settings
+from vrlms_edge.domain.box import BoxInfo
+from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.store.db import Database
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+DB: Final = web.AppKey("db", Database)
+CLOCK: Final = web.AppKey("clock", ServerClock)
+BOX: Final = web.AppKey("box", BoxInfo)
+# Monotonic time at start-up, for uptime.
+STARTED: Final = web.AppKey("started", float)

@@ -1,0 +1,187 @@
+"""The API route table: one declaration per route says path, roles and schemas.
+
+`api.route(...)` registers a handler with who may call it (`roles=None`: anyone) and the
+msgspec types of its body, query and answer. The same declarations install the routes, check
+roles before the handler runs, and generate the OpenAPI document, so a route cannot exist
+without saying who may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from vrlms_edge.domain.principal import Principal
+from vrlms_edge.domain.tokens import resolve_token
+from vrlms_edge.errors import AppError
+from vrlms_edge.keys import CLOCK, DB
+from vrlms_edge.store.models import Role
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+PRINCIPAL: Final = "vrlms.principal"
+ANYONE: Final = None
+ALL_ROLES: Final = frozenset(Role)
+STAFF: Final = frozenset({Role.teacher, Role.admin})
+ADMIN: Final = frozenset({Role.admin})
+# The dashboard's cookie session (web/) may stand in for a bearer token.
+SESSION_COOKIE: Final = "vrlms_session"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    method: str
+    path: str
+    handler: Handler
+    roles: frozenset[Role] | None
+    summary: str
+    tag: str
+    body: type[Any] | None = None
+    query: type[Any] | None = None
+    response: type[Any] | None = None
+    status: int = 200
+    # Extra documented error statuses beyond the ones every authenticated route has.
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class ApiRegistry:
+    routes: list[ApiRoute] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        roles: Iterable[Role] | None,
+        summary: str,
+        tag: str,
+        body: type[Any] | None = None,
+        query: type[Any] | None = None,
+        response: type[Any] | None = None,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+        content_type: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                ApiRoute(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    roles=None if roles is None else frozenset(roles),
+                    summary=summary,
+                    tag=tag,
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    errors=errors,
+                    content_type=content_type,
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application) -> None:
+        for route in self.routes:
+            app.router.add_route(route.method, route.path, _guarded(route))
+
+
+def _guarded(route: ApiRoute) -> Handler:
+    if route.roles is None:
+        return route.handler
+    roles = route.roles
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request)
+        if principal.role not in roles:
+            raise AppError(403, "forbidden", "your role may not call this endpoint")
+        return await route.handler(request)
+
+    handler.__name__ = route.handler.__name__
+    return handler
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def authenticate(request: web.Request, token: str | None = None) -> Principal:
+    """The caller behind the request's bearer token (or given token); 401 otherwise."""
+    cached = request.get(PRINCIPAL)
+    if isinstance(cached, Principal):
+        return cached
+    token = token or bearer_token(request) or request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise AppError(401, "unauthorized", "missing bearer token")
+    app = request.app
+    principal = await resolve_token(app[DB], token, now=app[CLOCK].now())
+    if principal is None:
+        raise AppError(401, "unauthorized", "invalid or expired token")
+    request[PRINCIPAL] = principal
+    return principal
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The caller of a guarded route (authenticated before the handler ran)."""
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise AppError(401, "unauthorized", "missing bearer token")
+    return principal
+
+
+# --- bodies, queries and answers -------------------------------------------------------------
+
+
+def _validation_error(exc: msgspec.ValidationError) -> AppError:
+    text = str(exc)
+    message, _, path = text.partition(" - at ")
+    return AppError(
+        422,
+        "validation_error",
+        message,
+        detail={"path": path.strip("`") or "$"},
+    )
+
+
+async def parse_body(request: web.Request, schema: type[T]) -> T:
+    raw = await request.read()
+    if not raw:
+        raw = b"{}"
+    try:
+        return msgspec.json.decode(raw, type=schema)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from exc
+    except msgspec.DecodeError as exc:
+        raise AppError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+
+
+def parse_query(request: web.Request, schema: type[T]) -> T:
+    values = {k: v for k, v in request.query.items() if v != ""}
+    try:
+        return msgspec.convert(values, schema, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from exc
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
