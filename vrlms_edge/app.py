@@ -17,7 +17,8 @@ from aiohttp import web
 
 from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import ensure_box_identity
-from vrlms_edge.keys import BOX, CLOCK, DB, SETTINGS, STARTED
+from vrlms_edge.domain.sessions import NoBroadcast
+from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app[SETTINGS] = settings
     app[CLOCK] = clock or ServerClock()
     app[STARTED] = app[CLOCK].monotonic()
+    app[BROADCAST] = NoBroadcast(settings.start_lead_floor_ms)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),

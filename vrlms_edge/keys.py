@@ -8,6 +8,7 @@ from aiohttp import web
 
 from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import BoxInfo
+from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
 
@@ -17,3 +18,5 @@ CLOCK: Final = web.AppKey("clock", ServerClock)
 BOX: Final = web.AppKey("box", BoxInfo)
 # Monotonic time at start-up, for uptime.
 STARTED: Final = web.AppKey("started", float)
+# Where committed session states go (the live hub once it runs; NoBroadcast before).
+BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
