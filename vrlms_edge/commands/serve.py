@@ -7,13 +7,14 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from typing import Any, Final
 
 from aiohttp import web
 
 from vrlms_edge.app import create_app
 from vrlms_edge.config import Settings
-from vrlms_edge.store import migrate
+from vrlms_edge.store import inuse, migrate
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,13 @@ async def serve(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(serve(settings))
+    # One server per data directory; `restore` waits for none to run.
+    try:
+        with inuse.hold(settings.data_dir, "serve"):
+            asyncio.run(serve(settings))
+    except inuse.DataDirInUse as exc:
+        print(f"vrlms-edge: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -548,3 +548,14 @@ async def count_users(db: Database, org_id: str) -> int:
                 )
             ).scalar_one()
         )
+
+
+async def count_orgs(db: Database) -> int:
+    async with db.read() as s:
+        return int(
+            (
+                await s.execute(
+                    select(func.count()).select_from(Org).where(Org.deleted_at.is_(None))
+                )
+            ).scalar_one()
+        )
