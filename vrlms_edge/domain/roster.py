@@ -390,7 +390,7 @@ async def class_views(s: AsyncSession, rows: Sequence[Class]) -> list[ClassView]
         )
         .order_by(User.nickname)
     )
-    for class_id, user in enrolled.tuples():
+    for class_id, user in enrolled.all():
         students[class_id].append(user_ref(user))
     return [
         ClassView(
