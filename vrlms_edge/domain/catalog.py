@@ -421,9 +421,8 @@ async def list_lessons(
 async def lessons_by_id(db: Database, org_id: str, lesson_ids: Sequence[str]) -> list[LessonView]:
     """The live lessons among `lesson_ids`, in the order asked; 404 if one is missing."""
     async with db.read() as s:
-        rows = (
-            await s.execute(_live_lessons(org_id).where(Lesson.id.in_(list(lesson_ids))))
-        ).all()
+        query = _live_lessons(org_id).where(Lesson.id.in_(list(lesson_ids)))
+        rows = (await s.execute(query)).all()
         found = {lesson.id: _lesson_view(lesson, course) for lesson, course in rows}
     missing = [i for i in lesson_ids if i not in found]
     if missing:
