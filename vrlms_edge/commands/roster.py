@@ -69,16 +69,21 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         return fail(exc.message)
 
     async def job(db: Database) -> int:
+        org_id: str | None
         try:
             org_id = (await org_of(db, args)).id
         except AppError as exc:
             if exc.code != "no_org" or await roster.count_orgs(db) > 0:
                 raise
-            # An empty box: the roster brings the school (a dry run only pretends).
-            slug, name = args.org or DEFAULT_ORG_SLUG, args.org_name or DEFAULT_ORG_NAME
-            org_id = "" if args.dry_run else (await roster.get_or_create_org(db, slug, name)).id
+            org_id = None  # an empty box: the roster brings the school
+        new_org = (args.org or DEFAULT_ORG_SLUG, args.org_name or DEFAULT_ORG_NAME)
         report = await roster_csv.import_roster(
-            db, org_id, text, dry_run=args.dry_run, progress=Progress("import: hashing PINs")
+            db,
+            org_id,
+            text,
+            dry_run=args.dry_run,
+            progress=Progress("import: hashing PINs"),
+            new_org=new_org,
         )
         for error in report.errors:
             where = f"line {error.line}" if error.line else "..."
