@@ -79,3 +79,24 @@ def test_refusals_are_one_line_and_usage_errors_exit_2(school_dir: Path) -> None
     assert "a-long-password" not in short.stderr
     no_role = run_cli(school_dir, "users", "add", "someone")
     assert no_role.returncode == 2 and "--role" in no_role.stderr
+
+
+def test_first_user_on_an_empty_box_brings_the_org(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    short = run_cli(
+        data_dir, "users", "add", "boss", "--role", "admin", "--password-stdin", stdin="short\n"
+    )
+    assert short.returncode == 1
+    with sqlite3.connect(data_dir / "vrlms.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM orgs").fetchone()[0] == 0
+    added = run_cli(
+        data_dir,
+        *("users", "add", "boss", "--role", "admin", "--org", "hillside"),
+        *("--org-name", "Hillside School", "--password-stdin"),
+        stdin="long-enough-secret\n",
+    )
+    assert added.returncode == 0, added.stderr
+    with sqlite3.connect(data_dir / "vrlms.sqlite3") as conn:
+        assert conn.execute("SELECT slug, name FROM orgs").fetchall() == [
+            ("hillside", "Hillside School")
+        ]
