@@ -131,7 +131,9 @@ def test_restore_checks_the_file_keeps_the_old_database_and_waits_for_serve(
     served = spawn_serve(data_dir)
     try:
         busy = run_cli(data_dir, "restore", str(backup_file))
-        assert busy.returncode == 1 and "in use by a running vrlms-edge" in busy.stderr
+        assert busy.returncode == 1 and "in use by a running vrlms-edge (serve, pid" in busy.stderr
+        second = run_cli(data_dir, "serve", "--host", "127.0.0.1", "--port", "0")
+        assert second.returncode == 1 and "in use by a running vrlms-edge" in second.stderr
     finally:
         served.proc.terminate()
         served.proc.communicate(timeout=10)
