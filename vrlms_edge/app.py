@@ -18,11 +18,14 @@ from aiohttp import web
 from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
+from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
-from vrlms_edge.web import system
+from vrlms_edge.web import openapi, system
+from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import sessions as sessions_api
+from vrlms_edge.web.api import timetable as timetable_api
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -34,7 +37,13 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def api_registries() -> list[ApiRegistry]:
     """Every API route table of the box, in one list (installed and documented together)."""
-    return [system.routes]
+    return [
+        system.routes,
+        accounts_api.routes,
+        sessions_api.routes,
+        timetable_api.routes,
+        openapi.routes,
+    ]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -68,6 +77,8 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     for registry in api_registries():
         registry.install(app)
+    app[OPENAPI] = openapi.build_document(api_registries())
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(sessions_api.auto_start_ctx)
     return app
