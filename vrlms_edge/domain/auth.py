@@ -24,15 +24,16 @@ import msgspec
 from sqlalchemy import delete, select
 
 from vrlms_edge.config import Settings
+from vrlms_edge.domain import devices
 from vrlms_edge.domain.passwords import verify_secret_async
 from vrlms_edge.domain.principal import Principal
+from vrlms_edge.domain.roster import OrgView, UserRef
 from vrlms_edge.domain.tokens import issue_token, revoke_token
 from vrlms_edge.errors import AppError
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import (
     AuthToken,
     Device,
-    DeviceStatus,
     LoginThrottle,
     Org,
     Role,
@@ -60,23 +61,11 @@ class LoginRequest(msgspec.Struct, kw_only=True):
     org: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
-class UserRef(msgspec.Struct, kw_only=True):
-    id: str
-    nickname: str
-    display_name: str
-
-
-class OrgRef(msgspec.Struct, kw_only=True):
-    id: str
-    slug: str
-    name: str
-
-
 class LoginAnswer(msgspec.Struct, kw_only=True):
     token: str
     role: Role
     user: UserRef
-    org: OrgRef
+    org: OrgView
     expires_at: datetime
 
 
@@ -216,34 +205,6 @@ async def clear_lockout(db: Database, org_id: str, nickname: str) -> None:
     await _clear_account(db, f"{org_id}:{nickname}"[:MAX_KEY])
 
 
-async def device_admission(
-    db: Database, org_id: str, user_id: str, device_id: str, *, now: datetime
-) -> str:
-    """The devices.id of an approved device that admits this user; else 403 (an unknown
-    device is recorded `pending` first). Temporary until domain/devices.py lands."""
-    async with db.write() as s:
-        device = (
-            await s.execute(
-                select(Device).where(Device.org_id == org_id, Device.device_id == device_id)
-            )
-        ).scalar_one_or_none()
-        if device is None:
-            device = Device(org_id=org_id, device_id=device_id, status=DeviceStatus.pending)
-            s.add(device)
-        device.last_seen_at = now
-        status, bound, pk = DeviceStatus(device.status), device.bound_user_id, device.id
-        deleted = device.deleted_at is not None
-        await s.flush()
-        pk = device.id
-    if status == DeviceStatus.blocked or deleted:
-        raise AppError(403, "device_blocked", "this headset is blocked")
-    if status == DeviceStatus.pending:
-        raise AppError(403, "device_pending", "this headset waits for a teacher's approval")
-    if bound is not None and bound != user_id:
-        raise AppError(403, "device_bound_to_other", "this headset belongs to another user")
-    return pk
-
-
 async def login(
     db: Database,
     policy: LoginPolicy,
@@ -285,13 +246,14 @@ async def login(
     await _clear_account(db, key)
     device_pk = None
     if request.device_id is not None:
-        device_pk = await device_admission(db, org.id, user.id, request.device_id, now=now)
+        device = await devices.admit(db, org.id, request.device_id, user.id, seen_at=now)
+        device_pk = device.id
     token, row = await issue_token(db, user, now=now, ttl_s=policy.token_ttl_s, device_pk=device_pk)
     return LoginAnswer(
         token=token,
         role=Role(user.role),
         user=UserRef(id=user.id, nickname=user.nickname, display_name=user.display_name),
-        org=OrgRef(id=org.id, slug=org.slug, name=org.name),
+        org=OrgView(id=org.id, slug=org.slug, name=org.name),
         expires_at=row.expires_at,
     )
 
@@ -306,7 +268,7 @@ class Me(msgspec.Struct, kw_only=True):
 
     role: Role
     user: UserRef
-    org: OrgRef
+    org: OrgView
     # The headset (its reported device_id) this token was issued to, if any.
     device_id: str | None
     expires_at: datetime
@@ -324,7 +286,7 @@ async def whoami(db: Database, principal: Principal) -> Me:
         user=UserRef(
             id=principal.user_id, nickname=principal.nickname, display_name=principal.display_name
         ),
-        org=OrgRef(id=org.id, slug=org.slug, name=org.name),
+        org=OrgView(id=org.id, slug=org.slug, name=org.name),
         device_id=device.device_id if device is not None else None,
         expires_at=token.expires_at,
     )

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from vrlms_edge.domain.paging import DEFAULT_LIMIT, Cursor, Limit, PageQuery, keyset_page
+from vrlms_edge.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.errors import AppError, conflict, forbidden, not_found
 from vrlms_edge.live.clock import ServerClock
@@ -347,6 +347,8 @@ async def change_session(
 # --- sessions as objects: create, lessons, schedule, views ------------------------------------
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str, msgspec.Meta(max_length=512)]
 Title = Annotated[str, msgspec.Meta(max_length=200)]
 # A session holds a lesson plan, not a catalog.
 MAX_SESSION_LESSONS: Final = 200
@@ -651,6 +653,16 @@ async def get_session(db: Database, actor: Principal, session_id: str) -> Sessio
         return await session_view(s, await load_visible_session(s, actor, session_id))
 
 
+def _cursor_time(value: str | int) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise AppError(422, "bad_cursor", "cursor is not one this list handed out")
+    return parsed
+
+
 def _start_key() -> ColumnElement[datetime]:
     return func.coalesce(Session.scheduled_start_at, Session.created_at)
 
@@ -690,13 +702,18 @@ async def list_sessions(
                 Session.status != SessionStatus.stopped,
                 func.coalesce(Session.scheduled_end_at, Session.scheduled_start_at) >= now,
             )
-        rows, next_cursor = await keyset_page(
-            s,
-            stmt,
-            [key, Session.id],
-            lambda r: [r.scheduled_start_at or r.created_at, r.id],
-            PageQuery(limit=query.limit, cursor=query.cursor),
+        after = decode_cursor(query.cursor, 2)
+        if after is not None:
+            stmt = stmt.where(tuple_(key, Session.id) > tuple_(_cursor_time(after[0]), after[1]))
+        rows = list(
+            (await s.execute(stmt.order_by(key, Session.id).limit(query.limit + 1))).scalars()
         )
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            started = last.scheduled_start_at or last.created_at
+            next_cursor = encode_cursor(started.isoformat(), last.id)
         return [await session_view(s, r) for r in rows], next_cursor
 
 
