@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.discovery.advertiser import mdns_ctx
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
 from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
@@ -70,4 +71,6 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
         registry.install(app)
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
+    if settings.mdns:
+        app.cleanup_ctx.append(mdns_ctx)
     return app

@@ -20,3 +20,5 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# SHA-256 (hex) of the box's TLS certificate when TLS is on; advertised in mDNS TXT `fp`.
+TLS_FINGERPRINT: Final = web.AppKey("tls_fingerprint", str)
