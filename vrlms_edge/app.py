@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.discovery.advertiser import mdns_ctx
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
 from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED
@@ -81,4 +82,6 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(sessions_api.auto_start_ctx)
+    if settings.mdns:
+        app.cleanup_ctx.append(mdns_ctx)
     return app

@@ -22,3 +22,5 @@ STARTED: Final = web.AppKey("started", float)
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
 # The OpenAPI document of the API, built once from the route tables (web/openapi.py).
 OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
+# SHA-256 (hex) of the box's TLS certificate when TLS is on; advertised in mDNS TXT `fp`.
+TLS_FINGERPRINT: Final = web.AppKey("tls_fingerprint", str)
