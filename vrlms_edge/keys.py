@@ -11,6 +11,7 @@ from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
+from vrlms_edge.tls import TlsIdentity
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 DB: Final = web.AppKey("db", Database)
@@ -20,3 +21,6 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# Only set with the `tls` setting: the certificate, its SSL context and its SHA-256 fingerprint
+# (hex of the DER certificate; advertised as mDNS TXT `fp`). Read with app.get(TLS).
+TLS: Final = web.AppKey("tls", TlsIdentity)
