@@ -22,7 +22,7 @@ from vrlms_edge.config import Settings
 from vrlms_edge.discovery.interfaces import InterfaceChoice, current_interfaces
 from vrlms_edge.discovery.service import BoxAdvert
 from vrlms_edge.domain.box import BoxInfo
-from vrlms_edge.keys import BOX, DB, SETTINGS, TLS_FINGERPRINT
+from vrlms_edge.keys import BOX, DB, SETTINGS, TLS
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import Org
 
@@ -118,7 +118,8 @@ async def mdns_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("mDNS: not advertising, the box listens on an ephemeral port (port=0)")
         yield
         return
-    advertiser = Advertiser(settings, app[BOX], app[DB], app.get(TLS_FINGERPRINT))
+    tls = app.get(TLS)
+    advertiser = Advertiser(settings, app[BOX], app[DB], tls.fingerprint if tls else None)
     task = asyncio.create_task(advertiser.run(), name="mdns-advertiser")
     try:
         yield
