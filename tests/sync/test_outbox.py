@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from vrlms_edge.sync.outbox import enqueue
 
 async def test_enqueue_replaces_payload_and_bumps_version(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'box.sqlite3'}"
-    migrate.upgrade(url, tmp_path / "box.sqlite3")
+    await asyncio.to_thread(migrate.upgrade, url, tmp_path / "box.sqlite3")
     db = Database(url)
     try:
         async with db.write() as s:
