@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     tls: bool = False
     sync_interval_s: float = 30.0
     org_server_ca_bundle: str = ""
+    # Debug only: SIGUSR2 freezes the event loop (to test that the systemd watchdog restarts it).
+    debug_block_signal: bool = False
 
     @property
     def database_url_resolved(self) -> str:
@@ -87,7 +89,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls"}:
+        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls", "debug_block_signal"}:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values
