@@ -28,8 +28,12 @@ from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
 from vrlms_edge.web import openapi, system
 from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import catalog as catalog_api
+from vrlms_edge.web.api import classes as classes_api
+from vrlms_edge.web.api import devices as devices_api
 from vrlms_edge.web.api import sessions as sessions_api
 from vrlms_edge.web.api import timetable as timetable_api
+from vrlms_edge.web.api import users as users_api
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -44,6 +48,10 @@ def api_registries() -> list[ApiRegistry]:
     return [
         system.routes,
         accounts_api.routes,
+        catalog_api.routes,
+        classes_api.routes,
+        users_api.routes,
+        devices_api.routes,
         sessions_api.routes,
         timetable_api.routes,
         openapi.routes,

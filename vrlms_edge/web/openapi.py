@@ -85,6 +85,12 @@ def _query_parameters(schema_ref: dict[str, Any], components: dict[str, Any]) ->
     required = set(schema.get("required", []))
     params = []
     for field, field_schema in schema.get("properties", {}).items():
+        # A query string cannot carry null: an optional parameter is simply left out.
+        options = field_schema.get("anyOf")
+        if options:
+            kept = [o for o in options if o.get("type") != "null"]
+            rest = {k: v for k, v in field_schema.items() if k not in ("anyOf", "default")}
+            field_schema = {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
         params.append(
             {
                 "name": field,
