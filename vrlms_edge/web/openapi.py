@@ -147,9 +147,15 @@ def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
                 "content": {route.content_type: {"schema": ref_of[route.response]}},
             }
         else:
+            # An undeclared JSON answer is a free-form document (OpenAPI, AsyncAPI).
+            free: dict[str, Any] = (
+                {"type": "object"}
+                if route.content_type == "application/json"
+                else {"type": "string"}
+            )
             responses[str(route.status)] = {
                 "description": "OK",
-                "content": {route.content_type: {"schema": {"type": "string"}}},
+                "content": {route.content_type: {"schema": free}},
             }
         for status in _error_statuses(route):
             answer: dict[str, Any] = {
