@@ -11,7 +11,6 @@ import sys
 from typing import TYPE_CHECKING, Any, Final
 
 from vrlms_edge.config import Settings
-from vrlms_edge.keys import TLS
 from vrlms_edge.store import inuse, migrate
 from vrlms_edge.systemd import notify
 
@@ -50,6 +49,7 @@ async def serve(settings: Settings) -> None:
     from aiohttp import web
 
     from vrlms_edge.app import create_app
+    from vrlms_edge.keys import TLS
 
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, handle_signals=False)
