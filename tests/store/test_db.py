@@ -8,10 +8,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from tests.conftest import RunningBox
+from tests.factories import make_user, token_for
 from vrlms_edge.domain import roster
-from vrlms_edge.keys import DB
+from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import Course, Module, SyncState
+from vrlms_edge.store.models import Course, Module, Org, Role, SyncState
 
 TASKS = 50
 WRITES_PER_TASK = 4
@@ -69,6 +70,28 @@ async def test_two_handles_on_one_file_write_concurrently(
         assert await _count(other) == (TASKS * 2,) * 3
     finally:
         await other.dispose()
+
+
+async def test_50_concurrent_writing_requests_all_succeed(box: RunningBox) -> None:
+    """50 POST /api/courses/ at once on the live box: every one 201, none locked or lost."""
+    db = box.app[DB]
+    org = Org(slug="school", name="School")
+    async with db.write() as s:
+        s.add(org)
+    admin = await make_user(db, org, Role.admin, "admin")
+    headers = {"Authorization": f"Bearer {await token_for(db, box.app[CLOCK], admin)}"}
+
+    async def create(k: int) -> tuple[int, str]:
+        async with box.http.post(
+            "/api/courses/", json={"title": f"Course {k}"}, headers=headers
+        ) as resp:
+            return resp.status, await resp.text()
+
+    results = await asyncio.gather(*(create(k) for k in range(TASKS)))
+    assert [status for status, _ in results] == [201] * TASKS, results[:3]
+    async with db.read() as s:
+        titles = set((await s.execute(select(Course.title))).scalars())
+    assert titles == {f"Course {k}" for k in range(TASKS)}
 
 
 async def test_the_live_box_takes_50_concurrent_writes_while_serving(box: RunningBox) -> None:

@@ -168,6 +168,7 @@ def backup(source: Path, target: Path, progress: Progress | None = None) -> Back
         raise BackupError("the backup file must not be the database itself")
     if target.is_dir():
         raise BackupError(f"{target} is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     try:
