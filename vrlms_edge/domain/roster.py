@@ -17,6 +17,7 @@ from typing import Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.domain.paging import clamp_limit, decode_cursor, encode_cursor
@@ -247,7 +248,11 @@ async def create_user(
             password_hash=password_hash,
         )
         s.add(row)
-        await s.flush()
+        try:
+            await s.flush()
+        except IntegrityError:
+            # PostgreSQL runs writers concurrently: the unique key decides who was first.
+            raise _taken(nickname) from None
         return user_view(row)
 
 
