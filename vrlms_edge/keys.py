@@ -10,6 +10,7 @@ from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.ingest import EventIngest
 from vrlms_edge.store.db import Database
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -20,3 +21,5 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# The event ingest queue and its batch writer (live/ingest.py).
+INGEST: Final = web.AppKey("ingest", EventIngest)
