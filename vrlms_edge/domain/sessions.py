@@ -31,6 +31,7 @@ from vrlms_edge.store.models import (
     SessionRevision,
     SessionStatus,
 )
+from vrlms_edge.sync.outbox import enqueue_row
 
 
 class Action(enum.StrEnum):
@@ -280,6 +281,8 @@ async def change_state(
                 attention_message=row.attention_message,
             )
         )
+        # The org server gets the session's newest state with the same commit.
+        await enqueue_row(s, row)
         state = await state_of(s, row)
         class_id, org_id = row.class_id, row.org_id
     broadcast.publish(org_id, class_id, state)
