@@ -40,6 +40,7 @@ from vrlms_edge.store.models import (
     User,
     new_id,
 )
+from vrlms_edge.sync.outbox import enqueue, row_payload
 
 if TYPE_CHECKING:
     from vrlms_edge.domain.events import NewEvent
@@ -179,14 +180,6 @@ class ResultChange:
     progress: float
 
 
-async def outbox_enqueue(
-    s: AsyncSession, org_id: str, entity: str, entity_id: str, payload: dict[str, Any]
-) -> None:
-    """SYNC CALL SITE: becomes `vrlms_edge.sync.outbox.enqueue` when the sync branch lands
-    (same transaction as the change it reports)."""
-    return None
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -240,21 +233,6 @@ def _apply_one(row: Result, event: NewEvent) -> None:
         row.status = ResultStatus.in_progress
 
 
-def result_payload(row: Result) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "org_id": row.org_id,
-        "user_id": row.user_id,
-        "lesson_id": row.lesson_id,
-        "session_id": row.session_id,
-        "status": row.status,
-        "progress": row.progress,
-        "score": row.score,
-        "time_spent_ms": row.time_spent_ms,
-        "updated_at": row.updated_at.isoformat(),
-    }
-
-
 async def _record_attendance(
     s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook
 ) -> None:
@@ -284,21 +262,7 @@ async def _record_attendance(
                 updated_at=now,
             )
             s.add(row)
-            await outbox_enqueue(
-                s,
-                e.org_id,
-                "attendance",
-                row.id,
-                {
-                    "id": row.id,
-                    "org_id": e.org_id,
-                    "session_id": session_id,
-                    "user_id": user_id,
-                    "device_id": e.device_pk,
-                    "joined_at": now.isoformat(),
-                    "left_at": None,
-                },
-            )
+            await enqueue(s, e.org_id, "attendance", row.id, row_payload(row))
         book.pending.add((session_id, user_id))
 
 
@@ -332,7 +296,7 @@ async def apply_events(
     changes = []
     for row in rows.values():
         row.updated_at = now
-        await outbox_enqueue(s, row.org_id, "result", row.id, result_payload(row))
+        await enqueue(s, row.org_id, "results", row.id, row_payload(row))
         changes.append(
             ResultChange(
                 org_id=row.org_id,
