@@ -11,6 +11,7 @@ from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.ingest import EventIngest
+from vrlms_edge.live.liveview import LiveView
 from vrlms_edge.store.db import Database
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -23,3 +24,5 @@ STARTED: Final = web.AppKey("started", float)
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
 # The event ingest queue and its batch writer (live/ingest.py).
 INGEST: Final = web.AppKey("ingest", EventIngest)
+# Headsets' latest status and view frames, and the teachers' class pictures (live/liveview.py).
+LIVEVIEW: Final = web.AppKey("liveview", LiveView)

@@ -1,5 +1,5 @@
-"""Starts and stops the tracking parts of the box: the event batch writer and the retention
-pruner (one cleanup context, after the database's)."""
+"""Starts and stops the tracking parts of the box: the event batch writer, the live view and
+the retention pruner (one cleanup context, after the database's)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Final
 from aiohttp import web
 
 from vrlms_edge.domain.events import PRUNE_SLICE, prunable_before_ms, prune_slice
-from vrlms_edge.keys import CLOCK, DB, INGEST, SETTINGS
+from vrlms_edge.keys import CLOCK, DB, INGEST, LIVEVIEW, SETTINGS
 from vrlms_edge.live.ingest import EventIngest
+from vrlms_edge.live.liveview import LiveView
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ async def _retention_loop(app: web.Application) -> None:
 async def tracking_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = EventIngest(app[DB], app[CLOCK])
     app[INGEST] = ingest
+    live = LiveView(app[CLOCK])
+    app[LIVEVIEW] = live
+    ingest.observers.append(live.on_stored)
     writer = asyncio.create_task(ingest.run(), name="event-writer")
     retention = asyncio.create_task(_retention_loop(app), name="event-retention")
     try:

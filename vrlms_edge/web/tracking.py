@@ -17,8 +17,9 @@ from vrlms_edge.domain import results
 from vrlms_edge.domain.events import export_events
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.errors import AppError, forbidden, not_found
-from vrlms_edge.keys import DB, INGEST
+from vrlms_edge.keys import DB, INGEST, LIVEVIEW
 from vrlms_edge.live.ingest import EventUpload, Origin, UploadAck
+from vrlms_edge.live.liveview import teaches
 from vrlms_edge.store.models import Device, DeviceStatus, Role
 from vrlms_edge.web.routing import (
     ALL_ROLES,
@@ -235,3 +236,37 @@ async def export(request: web.Request) -> web.StreamResponse:
         await response.write(b"".join(encoder.encode(row) + b"\n" for row in page))
     await response.write_eof()
     return response
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    return any(tag.strip() in (etag, "*", f"W/{etag}") for tag in header.split(","))
+
+
+@routes.route(
+    "GET",
+    "/api/devices/{id}/frame.jpg",
+    roles=STAFF,
+    summary="The headset's newest view frame (JPEG, kept in memory only); ETag / 304",
+    tag="tracking",
+    errors=(304, 404),
+    content_type="image/jpeg",
+)
+async def device_frame(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    live = request.app[LIVEVIEW]
+    async with request.app[DB].read() as s:
+        device = await s.get(Device, request.match_info["id"])
+        if device is None or device.org_id != principal.org_id or device.deleted_at is not None:
+            raise not_found("device")
+        if principal.role == Role.teacher:
+            wearer = live.user_on(device.id) or device.bound_user_id
+            if wearer is None or not await teaches(s, principal.user_id, wearer):
+                raise forbidden("this headset is not in one of your classes", "not_your_class")
+    latest = live.latest_frame(device.id)
+    if latest is None:
+        raise AppError(404, "no_frame", "this headset has not sent a view frame")
+    jpeg, etag = latest
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
