@@ -23,7 +23,7 @@ from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
-from vrlms_edge.web import system, tracking
+from vrlms_edge.web import system, tracking, ws
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -35,7 +35,7 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def api_registries() -> list[ApiRegistry]:
     """Every API route table of the box, in one list (installed and documented together)."""
-    return [system.routes, tracking.routes]
+    return [system.routes, tracking.routes, ws.routes]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,4 +72,5 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(tracking_ctx)
+    ws.install(app)  # after the database: the live hub writes attendance
     return app

@@ -10,8 +10,10 @@ from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.hub import Hub
 from vrlms_edge.live.ingest import EventIngest
 from vrlms_edge.live.liveview import LiveView
+from vrlms_edge.live.sinks import FrameSinks
 from vrlms_edge.store.db import Database
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -26,3 +28,7 @@ BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
 INGEST: Final = web.AppKey("ingest", EventIngest)
 # Headsets' latest status and view frames, and the teachers' class pictures (live/liveview.py).
 LIVEVIEW: Final = web.AppKey("liveview", LiveView)
+# The live classroom: rooms, connections and the broadcast (web/ws.py installs it).
+HUB: Final = web.AppKey("hub", Hub)
+# Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
+FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.conftest import RunningBox
-from tests.factories import Classroom, auth, classroom
+from tests.factories import TrackingRoom, auth, classroom
 from vrlms_edge.domain.results import gaze_target
 from vrlms_edge.keys import DB
 from vrlms_edge.store.models import Attendance, OutboxEntry, Result
@@ -22,7 +22,9 @@ def e(seq: int, kind: str, dt: int, lesson: str | None, **data: Any) -> dict[str
     return {"seq": seq, "kind": kind, "t_ms": T0 + dt, "lesson_id": lesson, "data": data}
 
 
-async def send(box: RunningBox, room: Classroom, who: int, stream: str, events: list[Any]) -> Any:
+async def send(
+    box: RunningBox, room: TrackingRoom, who: int, stream: str, events: list[Any]
+) -> Any:
     student = room.students[who]
     body = {"device_id": student.device.device_id, "stream": stream, "events": events}
     async with box.http.post("/api/events/", json=body, headers=auth(student.token)) as resp:
@@ -35,7 +37,7 @@ async def results_of(box: RunningBox) -> dict[str, Result]:
         return {r.user_id: r for r in (await s.execute(select(Result))).scalars()}
 
 
-async def fixed_event_set(box: RunningBox) -> Classroom:
+async def fixed_event_set(box: RunningBox) -> TrackingRoom:
     room = await classroom(box.app[DB], students=3)
     l1 = room.lessons[0].id
     await send(

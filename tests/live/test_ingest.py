@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import RunningBox, spawn_serve
-from tests.factories import Classroom, auth, classroom
+from tests.factories import TrackingRoom, auth, classroom
 from vrlms_edge.domain.events import NewEvent, Stored
 from vrlms_edge.keys import DB, INGEST
 from vrlms_edge.live.ingest import MAX_EVENT_DATA_BYTES, EventIngest
@@ -30,7 +30,7 @@ def ev(seq: int, kind: str = "gaze", **data: Any) -> dict[str, Any]:
 
 
 async def upload(
-    box: RunningBox, room: Classroom, stream: str, events: list[dict[str, Any]], student: int = 0
+    box: RunningBox, room: TrackingRoom, stream: str, events: list[dict[str, Any]], student: int = 0
 ) -> tuple[int, Any]:
     who = room.students[student]
     body = {"device_id": who.device.device_id, "stream": stream, "events": events}
@@ -208,7 +208,7 @@ BATCH = 20
 
 
 async def _stream_until_killed(
-    url: str, room: Classroom, index: int, acked: dict[int, int], sent: dict[int, int]
+    url: str, room: TrackingRoom, index: int, acked: dict[int, int], sent: dict[int, int]
 ) -> None:
     who = room.students[index]
     seq = 0

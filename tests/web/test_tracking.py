@@ -18,7 +18,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from vrlms_edge.keys import DB
+from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.store.models import Role
 
 
@@ -32,7 +32,7 @@ async def test_results_scope_per_role(box: RunningBox) -> None:
     a, b = room.students[0].user.id, room.students[1].user.id
     # A second teacher of the same org with a class of their own.
     other_teacher = await make_user(box.app[DB], room.org, Role.teacher, "other-teacher")
-    other_token = await token_for(box.app[DB], other_teacher)
+    other_token = await token_for(box.app[DB], box.app[CLOCK], other_teacher)
     other_class = await make_class(box.app[DB], room.org, other_teacher, [])
     await make_session(box.app[DB], room.org, other_class, room.lessons)
     stranger = await classroom(box.app[DB], slug="elsewhere")
