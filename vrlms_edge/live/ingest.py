@@ -23,7 +23,10 @@ import msgspec
 
 from vrlms_edge.domain.events import EventLog, NewEvent, Stored
 from vrlms_edge.errors import AppError
+from vrlms_edge.live import protocol
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.protocol import Event
+from vrlms_edge.live.sinks import Peer
 from vrlms_edge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -43,45 +46,20 @@ ADMIT_TIMEOUT_S: Final = 10.0
 # Limits of one event: a headset event is a few hundred bytes; 8 KiB leaves room for a
 # detailed `result` while keeping one client from filling the queue with megabytes.
 MAX_EVENT_DATA_BYTES: Final = 8 * 1024
-MAX_SEQ: Final = 2**53 - 1  # JSON-safe integers
 # Events in one REST upload (its body is also capped by max_body_bytes).
 MAX_BATCH_EVENTS: Final = 5000
 
-StreamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
-KindName = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
-TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
-LessonId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
 _EMPTY: Final = msgspec.Raw(b"{}")
-
-
-class Event(msgspec.Struct, kw_only=True, tag="event", tag_field="type"):
-    """`event` (headset -> box): one interaction; acknowledged by `event_ack` after commit."""
-
-    stream: StreamName
-    seq: Seq
-    kind: KindName
-    t_ms: TimeMs
-    lesson_id: LessonId | None = None
-    data: msgspec.Raw = _EMPTY
-    id: int | str | None = None
-
-
-class EventAck(msgspec.Struct, kw_only=True, tag="event_ack", tag_field="type"):
-    """`event_ack` (box -> headset): every seq <= `seq` of `stream` is durably stored."""
-
-    stream: str
-    seq: int
+_encoder: Final = msgspec.json.Encoder()
 
 
 class EventItem(msgspec.Struct, kw_only=True):
     """One event of a REST upload (the `event` message without `stream`)."""
 
-    seq: Seq
-    kind: KindName
-    t_ms: TimeMs
-    lesson_id: LessonId | None = None
+    seq: protocol.Seq
+    kind: protocol.KindName
+    t_ms: protocol.TimeMs
+    lesson_id: protocol.LessonId | None = None
     data: msgspec.Raw = _EMPTY
 
 
@@ -89,7 +67,7 @@ class EventUpload(msgspec.Struct, kw_only=True):
     """POST /api/events/: events a headset recorded offline, for one of its streams."""
 
     device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    stream: StreamName
+    stream: protocol.StreamName
     events: Annotated[list[EventItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
 
 
@@ -99,9 +77,8 @@ class UploadAck(msgspec.Struct, kw_only=True):
     acked: dict[str, int]
 
 
-def event_data(raw: msgspec.Raw, where: str) -> str:
+def event_data(blob: bytes, where: str) -> str:
     """The event's `data` as JSON text, checked: an object of at most MAX_EVENT_DATA_BYTES."""
-    blob = bytes(raw)
     if len(blob) > MAX_EVENT_DATA_BYTES:
         raise AppError(
             413,
@@ -162,6 +139,30 @@ class Receipt:
         self._count(count)
 
 
+class PeerAcks:
+    """The AckSink of a headset connection: after each commit one `event_ack` per stream
+    (coalesced in the connection's queue: a newer ack of a stream replaces a pending one)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    def settled(self, acks: dict[str, int], count: int, refused: list[tuple[str, int]]) -> None:
+        for stream, seq in acks.items():
+            self.peer.send(protocol.event_ack(stream, seq), ("event_ack", stream))
+        for stream, seq in refused[:1]:
+            self.peer.send(
+                protocol.error(
+                    "seq_out_of_window",
+                    f"stream {stream} seq {seq} is too far beyond the acknowledged seq",
+                )
+            )
+
+    def failed(self, count: int) -> None:
+        self.peer.send(protocol.error("not_stored", "events could not be stored; resend them"))
+
+
 Observer = Callable[[Stored], None]
 
 
@@ -194,6 +195,8 @@ class EventIngest:
 
     def new_event(self, origin: Origin, msg: Event | EventItem, stream: str) -> NewEvent:
         """Check one event and turn it into what the writer stores (raises AppError)."""
+        raw = msg.data
+        blob = bytes(raw) if isinstance(raw, msgspec.Raw) else _encoder.encode(raw)
         return NewEvent(
             org_id=origin.org_id,
             device_pk=origin.device_pk,
@@ -203,7 +206,7 @@ class EventIngest:
             kind=msg.kind,
             t_ms=msg.t_ms,
             lesson_id=msg.lesson_id,
-            data=event_data(msg.data, "$.data"),
+            data=event_data(blob, "$.data"),
             received_ms=self._clock.now_ms(),
         )
 

@@ -1,20 +1,27 @@
 """Starts and stops the tracking parts of the box: the event batch writer, the live view and
-the retention pruner (one cleanup context, after the database's)."""
+the retention pruner (one cleanup context, after the database's), and plugs them into the
+WebSocket's frame sinks (live/sinks.py): `event` -> ingest, `status` and binary frames ->
+the live view."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import web
 
 from vrlms_edge.domain.events import PRUNE_SLICE, prunable_before_ms, prune_slice
-from vrlms_edge.keys import CLOCK, DB, INGEST, LIVEVIEW, SETTINGS
-from vrlms_edge.live.ingest import EventIngest
+from vrlms_edge.errors import AppError
+from vrlms_edge.keys import CLOCK, DB, FRAME_SINKS, HUB, INGEST, LIVEVIEW, SETTINGS
+from vrlms_edge.live import protocol
+from vrlms_edge.live.ingest import EventIngest, Origin, PeerAcks
 from vrlms_edge.live.liveview import LiveView
+from vrlms_edge.live.protocol import Event, Refusal
+from vrlms_edge.live.sinks import FrameSinks, Peer
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +61,36 @@ async def _retention_loop(app: web.Application) -> None:
         await asyncio.sleep(RETENTION_EVERY_S)
 
 
+def plug_into_websocket(sinks: FrameSinks, ingest: EventIngest, live: LiveView) -> None:
+    acks: weakref.WeakKeyDictionary[Peer, PeerAcks] = weakref.WeakKeyDictionary()
+
+    async def on_event(peer: Peer, message: Event) -> None:
+        sink = acks.get(peer)
+        if sink is None:
+            sink = acks[peer] = PeerAcks(peer)
+        device_pk = peer.device_pk
+        if device_pk is None:  # dispatch admits events from headsets only
+            raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
+        origin = Origin(
+            org_id=peer.principal.org_id, device_pk=device_pk, user_id=peer.principal.user_id
+        )
+        try:
+            await ingest.accept(origin, message, sink)
+        except AppError as err:
+            raise Refusal(err.code, err.message) from None
+
+    sinks.event = on_event
+    sinks.status.append(live.on_status)
+    sinks.frame.append(live.on_frame)
+
+
 async def tracking_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = EventIngest(app[DB], app[CLOCK])
     app[INGEST] = ingest
-    live = LiveView(app[CLOCK])
+    live = LiveView(app[CLOCK], app[HUB])
     app[LIVEVIEW] = live
     ingest.observers.append(live.on_stored)
+    plug_into_websocket(app[FRAME_SINKS], ingest, live)
     writer = asyncio.create_task(ingest.run(), name="event-writer")
     retention = asyncio.create_task(_retention_loop(app), name="event-retention")
     try:
