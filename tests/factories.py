@@ -4,6 +4,7 @@ approved headsets, a lesson and a session; tokens issued with domain/tokens.issu
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,11 @@ from vrlms_edge.store.models import (
 )
 
 TOKEN_TTL_S = 3600
+
+
+def fresh_slug() -> str:
+    """An org slug of its own, for tests that share one box."""
+    return f"org-{uuid.uuid4().hex[:10]}"
 
 
 @dataclass

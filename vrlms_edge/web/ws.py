@@ -254,6 +254,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             for _, state in membership.states:
                 conn.offer_state(state.session_id, state.rev, protocol.encode(state))
         conn.start_writer()
+        conn.ping()  # a first RTT sample right away: a start may follow within a second
         await _read(conn, app)
     finally:
         hub.leave(conn)
