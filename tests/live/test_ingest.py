@@ -11,10 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tests.conftest import RunningBox, spawn_serve
 from tests.factories import TrackingRoom, auth, classroom
+from tests.live.support import receive_json, receive_type
 from vrlms_edge.domain.events import NewEvent, Stored
 from vrlms_edge.keys import DB, INGEST
 from vrlms_edge.live.ingest import MAX_EVENT_DATA_BYTES, EventIngest
@@ -200,83 +201,163 @@ async def test_observer_sees_committed_batches(box: RunningBox) -> None:
     assert sum(len(s.fresh) for s in seen) == 2
 
 
-# --- kill -9 of the real server while clients stream -----------------------------------------
-
-
 CLIENTS = 10
-BATCH = 20
 
 
-async def _stream_until_killed(
-    url: str, room: TrackingRoom, index: int, acked: dict[int, int], sent: dict[int, int]
-) -> None:
-    who = room.students[index]
-    seq = 0
-    async with aiohttp.ClientSession(url) as http:
+# --- over the WebSocket ----------------------------------------------------------------------
+
+
+async def acked_until(ws: aiohttp.ClientWebSocketResponse, stream: str, seq: int) -> list[Any]:
+    """Messages received until the stream's ack reaches seq (acks only grow)."""
+    seen = []
+    async with asyncio.timeout(10):
         while True:
-            events = [ev(seq + i + 1, "progress", progress=0.01) for i in range(BATCH)]
-            seq += BATCH
-            sent[index] = seq
-            body = {"device_id": who.device.device_id, "stream": f"k{index}", "events": events}
+            body = await receive_json(ws)
+            seen.append(body)
+            if body.get("type") == "event_ack" and body["stream"] == stream and body["seq"] >= seq:
+                assert body["seq"] == seq
+                return seen
+
+
+async def test_websocket_events_are_acknowledged_after_commit(box: RunningBox) -> None:
+    room = await classroom(box.app[DB])
+    who = room.students[0]
+    async with box.http.ws_connect(f"/websocket/?token={who.token}") as ws:
+        assert (await receive_json(ws))["type"] == "welcome"
+        for seq in range(1, 21):
+            await ws.send_json({"type": "event", "stream": "w", **ev(seq)})
+        await acked_until(ws, "w", 20)
+        assert await stored_seqs(box.app[DB], "w") == list(range(1, 21))
+        # Out of order and duplicated: 22 and 23 wait for 21; 5 and 23 again are stored once.
+        for seq in (22, 23, 5, 23):
+            await ws.send_json({"type": "event", "stream": "w", **ev(seq)})
+        await ws.send_json({"type": "event", "stream": "w", **ev(21)})
+        seen = await acked_until(ws, "w", 23)
+        assert all(m["seq"] in (20, 23) for m in seen if m.get("type") == "event_ack")
+        assert await stored_seqs(box.app[DB], "w") == list(range(1, 24))
+        # Oversized data: refused with an error, nothing stored, the connection stays.
+        big = ev(24, blob="x" * MAX_EVENT_DATA_BYTES)
+        await ws.send_json({"type": "event", "stream": "w", **big})
+        assert (await receive_type(ws, "error"))["error"]["code"] == "event_too_large"
+        await ws.send_json({"type": "event", "stream": "w", **ev(24)})
+        await acked_until(ws, "w", 24)
+    assert await stored_seqs(box.app[DB], "w") == list(range(1, 25))
+    async with box.app[DB].read() as s:
+        event = (
+            await s.execute(select(InteractionEvent).where(InteractionEvent.seq == 24))
+        ).scalar_one()
+    assert event.data == {"target": "t"} and event.session_id == room.session.id
+
+
+async def test_teacher_connection_cannot_send_events(box: RunningBox) -> None:
+    room = await classroom(box.app[DB])
+    async with box.http.ws_connect(f"/websocket/?token={room.teacher_token}") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "event", "stream": "t", **ev(1)})
+        assert (await receive_type(ws, "error"))["error"]["code"] == "forbidden"
+    assert await stored_seqs(box.app[DB], "t") == []
+
+
+WS_BURST = 20
+WS_PERIOD_S = 0.25  # 80 events/s per headset: under the per-connection frame limit
+
+
+async def _ws_stream(
+    url: str, token: str, stream: str, first: int, last: int | None, acked: dict[str, int]
+) -> int:
+    """Send seqs first.. (to `last`, or until the connection dies) in paced bursts while
+    recording acks; returns the highest seq sent."""
+    sent = first - 1
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{url}/websocket/?token={token}") as ws,
+        ):
+            await receive_json(ws)
+
+            async def read_acks() -> None:
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    body = msg.json()
+                    if body.get("type") == "event_ack" and body["stream"] == stream:
+                        acked[stream] = max(acked.get(stream, 0), body["seq"])
+
+            reader = asyncio.create_task(read_acks())
             try:
-                async with http.post("/api/events/", json=body, headers=auth(who.token)) as r:
-                    if r.status == 200:
-                        acked[index] = max(
-                            acked.get(index, 0), (await r.json())["acked"][f"k{index}"]
+                while last is None or sent < last:
+                    top = sent + WS_BURST if last is None else min(last, sent + WS_BURST)
+                    for seq in range(sent + 1, top + 1):
+                        await ws.send_json(
+                            {
+                                "type": "event",
+                                "stream": stream,
+                                **ev(seq, "progress", progress=0.01),
+                            }
                         )
-            except (TimeoutError, aiohttp.ClientError, ConnectionError):
-                return
+                        sent = seq
+                    await asyncio.sleep(WS_PERIOD_S)
+                    if reader.done():
+                        break
+                if last is not None:
+                    async with asyncio.timeout(15):
+                        while acked.get(stream, 0) < last:  # noqa: ASYNC110 - acks arrive via reader
+                            await asyncio.sleep(0.02)
+            finally:
+                reader.cancel()
+    except (aiohttp.ClientError, ConnectionError):
+        pass
+    return sent
 
 
-async def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
+async def test_kill_9_while_websocket_clients_stream(tmp_path: Path) -> None:
+    """10 headsets stream over the WebSocket; the box is killed -9; every acknowledged event
+    is in the database exactly once, and after a restart the resent rest completes."""
     data_dir = tmp_path / "data"
     first = spawn_serve(data_dir)
     db = Database(f"sqlite+aiosqlite:///{(data_dir / 'vrlms.sqlite3').resolve()}")
     try:
         room = await classroom(db, students=CLIENTS)
-        acked: dict[int, int] = {}
-        sent: dict[int, int] = {}
+        acked: dict[str, int] = {}
         tasks = [
-            asyncio.create_task(_stream_until_killed(first.url, room, i, acked, sent))
-            for i in range(CLIENTS)
+            asyncio.create_task(_ws_stream(first.url, hs.token, f"w{i}", 1, None, acked))
+            for i, hs in enumerate(room.students)
         ]
-        # Kill once every client has had something acknowledged (bounded wait).
-        for _ in range(200):
-            if len(acked) == CLIENTS and min(acked.values()) >= 3 * BATCH:
+        for _ in range(300):
+            if len(acked) == CLIENTS and min(acked.values()) >= 2 * WS_BURST:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         os.kill(first.proc.pid, signal.SIGKILL)
         first.proc.wait(timeout=10)
         first.proc.communicate(timeout=10)
-        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        sent = await asyncio.wait_for(asyncio.gather(*tasks), 20)
         assert len(acked) == CLIENTS
-
-        # Every acknowledged event survived the kill, once.
         for i in range(CLIENTS):
-            seqs = await stored_seqs(db, f"k{i}")
+            seqs = await stored_seqs(db, f"w{i}")
             assert len(seqs) == len(set(seqs))
-            assert set(range(1, acked[i] + 1)) <= set(seqs)
+            assert set(range(1, acked[f"w{i}"] + 1)) <= set(seqs), i
+            assert max(seqs) <= sent[i]
 
-        # After a restart, the clients resend what was not acknowledged; all end up once.
         second = spawn_serve(data_dir)
         try:
-            async with aiohttp.ClientSession(second.url) as http:
-                for i in range(CLIENTS):
-                    who = room.students[i]
-                    resend = [ev(n, "progress", progress=0.01) for n in range(1, sent[i] + 1)]
-                    resend = resend[acked[i] :]
-                    body = {"device_id": who.device.device_id, "stream": f"k{i}", "events": resend}
-                    async with http.post("/api/events/", json=body, headers=auth(who.token)) as r:
-                        assert r.status == 200
-                        assert (await r.json())["acked"] == {f"k{i}": sent[i]}
+            # Each headset resends everything after its last ack, then a few new ones.
+            resent = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        _ws_stream(
+                            second.url, hs.token, f"w{i}", acked[f"w{i}"] + 1, sent[i] + 5, acked
+                        )
+                        for i, hs in enumerate(room.students)
+                    )
+                ),
+                30,
+            )
         finally:
             second.proc.terminate()
             second.proc.communicate(timeout=10)
-        async with db.read() as s:
-            total = (await s.execute(select(func.count()).select_from(InteractionEvent))).scalar()
-        assert total == sum(sent.values())
         for i in range(CLIENTS):
-            assert await stored_seqs(db, f"k{i}") == list(range(1, sent[i] + 1))
+            assert acked[f"w{i}"] == resent[i] == sent[i] + 5
+            assert await stored_seqs(db, f"w{i}") == list(range(1, sent[i] + 6))
     finally:
         await db.dispose()
         if first.proc.poll() is None:

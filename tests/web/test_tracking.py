@@ -18,7 +18,8 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from vrlms_edge.keys import CLOCK, DB
+from tests.live.support import eventually, receive_json
+from vrlms_edge.keys import CLOCK, DB, LIVEVIEW
 from vrlms_edge.store.models import Role
 
 
@@ -150,3 +151,54 @@ async def test_export_streams_ndjson_in_scope(box: RunningBox) -> None:
     assert status == 404
     _, nothing = await export(stranger.admin_token)
     assert nothing == []
+
+
+async def test_frame_endpoint_etag_and_who_may_fetch(box: RunningBox) -> None:
+    room = await classroom(box.app[DB], students=2)
+    hs = room.students[0]
+    url = f"/api/devices/{hs.device.id}/frame.jpg"
+    outsider = await make_user(box.app[DB], room.org, Role.teacher, "outsider")
+    outsider_token = await token_for(box.app[DB], box.app[CLOCK], outsider)
+    stranger = await classroom(box.app[DB], slug="elsewhere")
+
+    async with box.http.get(url, headers=auth(room.teacher_token)) as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "no_frame"
+    async with box.http.ws_connect(f"/websocket/?token={hs.token}") as ws:
+        await receive_json(ws)
+        await ws.send_bytes(b"\xff\xd8\xff\xe0first")
+        live = box.app[LIVEVIEW]
+        await eventually(lambda: live.latest_frame(hs.device.id) is not None, 5)
+        async with box.http.get(url, headers=auth(room.teacher_token)) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "image/jpeg"
+            assert await resp.read() == b"\xff\xd8\xff\xe0first"
+            etag = resp.headers["ETag"]
+        async with box.http.get(
+            url, headers={**auth(room.admin_token), "If-None-Match": etag}
+        ) as resp:
+            assert resp.status == 304
+            assert resp.headers["ETag"] == etag
+        await ws.send_bytes(b"\xff\xd8\xff\xe0second")
+        await eventually(
+            lambda: (live.latest_frame(hs.device.id) or (b"",))[0].endswith(b"second"), 5
+        )
+        async with box.http.get(
+            url, headers={**auth(room.teacher_token), "If-None-Match": etag}
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["ETag"] != etag
+            assert await resp.read() == b"\xff\xd8\xff\xe0second"
+        for token, status in (
+            (hs.token, 403),  # students never
+            (room.students[1].token, 403),
+            (outsider_token, 403),  # a teacher of the org, but not of this student
+            (stranger.admin_token, 404),  # another org's device does not exist for you
+            (stranger.teacher_token, 404),
+        ):
+            async with box.http.get(url, headers=auth(token)) as resp:
+                assert resp.status == status, token
+        async with box.http.get(url) as resp:
+            assert resp.status == 401
+        async with box.http.get("/api/devices/nope/frame.jpg", headers=auth(room.admin_token)) as r:
+            assert r.status == 404
