@@ -22,6 +22,7 @@ from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
+from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.web import system
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
@@ -70,4 +71,5 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
         registry.install(app)
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(sync_ctx)
     return app

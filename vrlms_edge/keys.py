@@ -11,6 +11,7 @@ from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
+from vrlms_edge.sync.worker import SyncWorker
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 DB: Final = web.AppKey("db", Database)
@@ -20,3 +21,5 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# The background sync with the org server (wake() asks for a run now).
+SYNC: Final = web.AppKey("sync", SyncWorker)
