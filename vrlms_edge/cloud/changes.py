@@ -9,9 +9,11 @@ seq order equal commit order within an org.
 
 from __future__ import annotations
 
-from sqlalchemy import event, insert, text
+from typing import Any
+
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.orm import ORMExecuteState, UOWTransaction
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import UOWTransaction
 
 from vrlms_edge.domain.managed import CLOUD_ROLE, ROLE_KEY
 from vrlms_edge.store.models import Base, ChangeLog, Org, utcnow
@@ -41,6 +43,10 @@ def _record(session: OrmSession, flush_context: UOWTransaction) -> None:
         if row_id is None or org_id is None:
             continue
         entries.append({"org_id": org_id, "entity": row.__tablename__, "entity_id": row_id})
+    _insert_entries(session, entries)
+
+
+def _insert_entries(session: OrmSession, entries: list[dict[str, str]]) -> None:
     if not entries:
         return
     conn = session.connection()
@@ -51,7 +57,34 @@ def _record(session: OrmSession, flush_context: UOWTransaction) -> None:
     conn.execute(insert(ChangeLog), [{**e, "changed_at": now} for e in entries])
 
 
+def _record_bulk(state: ORMExecuteState) -> Any:
+    """Bulk UPDATE/DELETE statements skip the flush: record the rows they match."""
+    if state.session.info.get(ROLE_KEY) != CLOUD_ROLE or not (state.is_update or state.is_delete):
+        return None
+    mapper = state.bind_mapper
+    model: Any = mapper.class_ if mapper is not None else None
+    if model not in ORG_AUTHORED:
+        return None
+    where = getattr(state.statement, "whereclause", None)
+    org_col = model.id if model is Org else model.org_id
+    query = select(model.id, org_col)
+    if where is not None:
+        query = query.where(where)
+    matched = state.session.execute(query, state.parameters or {}).all()
+    result = state.invoke_statement()
+    _insert_entries(
+        state.session,
+        [
+            {"org_id": org_id, "entity": model.__tablename__, "entity_id": i}
+            for i, org_id in matched
+        ],
+    )
+    return result
+
+
 def install_change_feed() -> None:
-    """Register the listener once per process (idempotent)."""
+    """Register the listeners once per process (idempotent)."""
     if not event.contains(OrmSession, "after_flush", _record):
         event.listen(OrmSession, "after_flush", _record)
+    if not event.contains(OrmSession, "do_orm_execute", _record_bulk):
+        event.listen(OrmSession, "do_orm_execute", _record_bulk)

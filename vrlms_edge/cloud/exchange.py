@@ -107,7 +107,7 @@ async def _owners(s: AsyncSession, table: str, ids: set[str]) -> dict[str, str]:
         return {}
     org_col = model.id if model is Org else model.org_id
     rows = await s.execute(select(model.id, org_col).where(model.id.in_(ids)))
-    return {row_id: org_id for row_id, org_id in rows.tuples()}
+    return {row_id: org_id for row_id, org_id in rows.all()}
 
 
 async def push_items(db: Database, box: Box, req: PushRequest, *, now: datetime) -> list[Any]:

@@ -64,7 +64,7 @@ async def org_results(db: Database, org_id: str, f: ResultFilter) -> list[OrgRes
     if f.session_id:
         stmt = stmt.where(Result.session_id == f.session_id)
     async with db.read() as s:
-        rows = (await s.execute(stmt)).tuples().all()
+        rows = (await s.execute(stmt)).all()
     return [
         OrgResult(
             id=r.id,

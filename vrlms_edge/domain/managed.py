@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sqlalchemy import event, select
+from sqlalchemy.orm import ORMExecuteState, UOWTransaction
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import UOWTransaction
 
 from vrlms_edge.errors import AppError
 from vrlms_edge.store.models import BoxIdentity
@@ -49,14 +49,34 @@ def _check(session: OrmSession, flush_context: UOWTransaction, instances: Any) -
         return
     if not _touches_org_authored(session):
         return
-    enrolled = session.connection().execute(
-        select(BoxIdentity.id).where(BoxIdentity.org_id.is_not(None)).limit(1)
-    )
-    if enrolled.first() is not None:
+    if _enrolled(session):
         raise managed_by_org_server()
 
 
+def _check_bulk(state: ORMExecuteState) -> None:
+    """Bulk INSERT/UPDATE/DELETE statements skip the flush: same rule for them."""
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    session = state.session
+    if session.info.get(APPLYING_SYNC) or session.info.get(ROLE_KEY) == CLOUD_ROLE:
+        return
+    mapper = state.bind_mapper
+    if mapper is None or mapper.class_ not in ORG_AUTHORED:
+        return
+    if _enrolled(session):
+        raise managed_by_org_server()
+
+
+def _enrolled(session: OrmSession) -> bool:
+    found = session.connection().execute(
+        select(BoxIdentity.id).where(BoxIdentity.org_id.is_not(None)).limit(1)
+    )
+    return found.first() is not None
+
+
 def install_read_only_rule() -> None:
-    """Register the check once per process (idempotent)."""
+    """Register the checks once per process (idempotent)."""
     if not event.contains(OrmSession, "before_flush", _check):
         event.listen(OrmSession, "before_flush", _check)
+    if not event.contains(OrmSession, "do_orm_execute", _check_bulk):
+        event.listen(OrmSession, "do_orm_execute", _check_bulk)

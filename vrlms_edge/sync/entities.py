@@ -115,7 +115,7 @@ def references(model: type[Base]) -> dict[str, str]:
         for column in prop.columns:
             for fk in column.foreign_keys:
                 if prop.key != "org_id":
-                    refs[prop.key] = fk.column.table.name
+                    refs[prop.key] = str(fk.column.table.name)
     return refs
 
 
