@@ -45,7 +45,7 @@ from vrlms_edge.store.models import (
     User,
 )
 from vrlms_edge.sync.enrollment import enroll
-from vrlms_edge.sync.outbox import enqueue_row
+from vrlms_edge.sync.outbox import enqueue_rows
 from vrlms_edge.sync.worker import sync_once
 
 TEMPLATE = "vrlms_template"
@@ -70,6 +70,7 @@ def _free_port() -> int:
 class PgCluster:
     port: int
     root: Path
+    bindir: Path
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
@@ -97,78 +98,76 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+def start_cluster() -> PgCluster:
+    """Start a throwaway cluster (initdb + pg_ctl) with the migrated template database.
+    Raises RuntimeError when PostgreSQL is not installed or does not start."""
     bindir = _bindir()
-    need(bindir is not None, "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    assert bindir is not None
-    try:
-        import asyncpg  # noqa: F401
-    except ImportError:
-        need(False, "asyncpg is not installed")
-    if os.geteuid() == 0:
-        need(shutil.which("runuser") is not None, "runuser (to start PostgreSQL as postgres)")
+    if bindir is None:
+        raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        raise RuntimeError("runuser (to start PostgreSQL as postgres) is missing")
     root = Path(tempfile.mkdtemp(prefix="vrlms-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     port = _free_port()
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
     subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        capture_output=True,
+        _as_postgres([*initdb, "-E", "UTF8", "--no-sync"]), check=True, capture_output=True
     )
     options = (
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data)]
     started = subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ]
-        ),
+        _as_postgres([*pg_ctl, "-o", options, "-l", str(root / "log"), "-w", "-t", "30", "start"]),
         capture_output=True,
         text=True,
     )
     if started.returncode != 0:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
-        raise AssertionError(f"PostgreSQL did not start: {started.stderr} {log[-2000:]}")
-    cluster = PgCluster(port=port, root=root)
+        raise RuntimeError(f"PostgreSQL did not start: {started.stderr} {log[-2000:]}")
+    cluster = PgCluster(port=port, root=root, bindir=bindir)
     try:
         asyncio.run(cluster.execute(f"CREATE DATABASE {TEMPLATE}"))
         migrate.upgrade(cluster.url(TEMPLATE), None)
+    except BaseException:
+        stop_cluster(cluster)
+        raise
+    return cluster
+
+
+def stop_cluster(cluster: PgCluster) -> None:
+    subprocess.run(
+        _as_postgres(
+            [
+                str(cluster.bindir / "pg_ctl"),
+                "-D",
+                str(cluster.root / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ]
+        ),
+        capture_output=True,
+    )
+    shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    need(_bindir() is not None, "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        need(False, "asyncpg is not installed")
+    cluster = start_cluster()
+    try:
         yield cluster
     finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        stop_cluster(cluster)
 
 
 @pytest.fixture
@@ -261,7 +260,7 @@ async def token_for(db: Database, org_id: str) -> str:
 
 async def make_results(db: Database, world: World, count: int, *, score: float = 0.5) -> list[str]:
     """`count` results authored on the box (as tracking would), queued for the org server."""
-    ids = []
+    rows = []
     async with db.write() as s:
         for i in range(count):
             row = Result(
@@ -274,9 +273,10 @@ async def make_results(db: Database, world: World, count: int, *, score: float =
                 score=score + i / 10_000,
                 time_spent_ms=1000 + i,
             )
-            s.add(row)
-            await enqueue_row(s, row)
-            ids.append(row.id)
+            rows.append(row)
+        s.add_all(rows)
+        await enqueue_rows(s, rows)
+        ids = [r.id for r in rows]
     return ids
 
 

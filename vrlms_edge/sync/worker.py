@@ -24,14 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
 from vrlms_edge import __version__
 from vrlms_edge.config import Settings
@@ -58,6 +60,10 @@ STAGES: Final = ("idle", "pulling", "pushing", "done")
 RUN_KEY: Final = "run"
 CURSOR_KEY: Final = "pull_cursor"
 STATUS_KEY: Final = "status"
+LEASE_KEY: Final = "lease"
+# A lease older than this is taken over even if its holder lives (a run stuck that long is
+# broken; runs are pages of short transactions).
+LEASE_MAX_S: Final = 900.0
 # Bounds one run so a server answering `more` forever cannot pin the worker.
 MAX_PAGES_PER_RUN: Final = 10_000
 # Sweeps over the outbox in one run: the second and third carry rows whose parents were
@@ -71,6 +77,10 @@ class SyncError(Exception):
 
 class NotEnrolled(SyncError):
     pass
+
+
+class SyncBusy(SyncError):
+    """Another run (the background worker, or `sync now`) is in progress."""
 
 
 @dataclass
@@ -173,6 +183,38 @@ async def sync_status(db: Database) -> SyncStatus:
         next_attempt_at=status.get("next_attempt_at"),
         last_report=status.get("last_report"),
     )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _acquire(db: Database, clock: ServerClock, owner: str) -> None:
+    """One run at a time per box: a lease row naming the holder's pid. A holder that died
+    (SIGKILL, power cut) leaves a lease whose pid is gone; the next run takes it over."""
+    async with db.write() as s:
+        row = await s.get(SyncState, LEASE_KEY)
+        held = dict(row.value) if row is not None else {}
+        pid = held.get("pid")
+        other = held.get("owner") not in (None, owner)
+        now_ms = clock.now_ms()
+        fresh = abs(now_ms - int(held.get("at_ms", 0))) < LEASE_MAX_S * 1000
+        if other and isinstance(pid, int) and _alive(pid) and fresh:
+            raise SyncBusy(f"another sync run is in progress (pid {pid})")
+        await _put_state(s, LEASE_KEY, {"owner": owner, "pid": os.getpid(), "at_ms": now_ms})
+
+
+async def _release(db: Database, owner: str) -> None:
+    async with db.write() as s:
+        row = await s.get(SyncState, LEASE_KEY)
+        if row is not None and row.value.get("owner") == owner:
+            row.value = {}
 
 
 # --- pull -------------------------------------------------------------------------------------
@@ -290,13 +332,16 @@ async def push_all(
             sent = {(r.entity, r.entity_id): r.version for r in rows}
             confirmed = [h for h in answer.held if sent.get((h.entity, h.id)) == h.version]
             async with db.write() as s:
-                for h in confirmed:
-                    await s.execute(
-                        delete(OutboxEntry).where(
-                            OutboxEntry.entity == h.entity,
-                            OutboxEntry.entity_id == h.id,
-                            OutboxEntry.version == h.version,
-                        )
+                if confirmed:
+                    # Only the confirmed version: a row changed meanwhile stays queued.
+                    table: Any = OutboxEntry.__table__
+                    await (await s.connection()).execute(
+                        delete(table).where(
+                            table.c.entity == bindparam("e"),
+                            table.c.entity_id == bindparam("i"),
+                            table.c.version == bindparam("v"),
+                        ),
+                        [{"e": h.entity, "i": h.id, "v": h.version} for h in confirmed],
                     )
                 for m in answer.missing:
                     parent_model: Any = UP.get(m.needs.entity)
@@ -342,6 +387,26 @@ async def sync_once(db: Database, settings: Settings, clock: ServerClock) -> Syn
     if ident is None:
         raise NotEnrolled("this box is not enrolled with an org server")
     key = load_or_create_key(settings.data_dir)
+    owner = uuid.uuid4().hex
+    await _acquire(db, clock, owner)
+    try:
+        report = await _run(db, settings, clock, ident, key)
+    finally:
+        await _release(db, owner)
+    await _update_status(
+        db,
+        last_success_at=clock.now().isoformat(),
+        last_error=None,
+        failures=0,
+        next_attempt_at=None,
+        last_report=asdict(report),
+    )
+    return report
+
+
+async def _run(
+    db: Database, settings: Settings, clock: ServerClock, ident: Enrolled, key: Any
+) -> SyncReport:
     report = SyncReport()
     run, resume = await _begin(db)
     report.resumed_from = resume
@@ -355,14 +420,6 @@ async def sync_once(db: Database, settings: Settings, clock: ServerClock) -> Syn
         await advance(db, run, "pushing")
         await push_all(db, org, ident, settings.sync_page_size, report)
         await advance(db, run, "done")
-    await _update_status(
-        db,
-        last_success_at=clock.now().isoformat(),
-        last_error=None,
-        failures=0,
-        next_attempt_at=None,
-        last_report=asdict(report),
-    )
     return report
 
 
