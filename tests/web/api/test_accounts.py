@@ -4,11 +4,12 @@ classroom, token expiry and logout, device rules, input errors."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 from tests import conftest
 from tests.conftest import RunningBox
-from tests.factories import PIN, bearer, login, make_device, make_org
+from tests.factories import PASSWORD, PIN, bearer, login, make_device, make_org
 from vrlms_edge.keys import DB
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.models import DeviceStatus
@@ -169,3 +170,14 @@ async def test_bad_input_is_a_clear_4xx(box: RunningBox) -> None:
         headers=teacher,
     ) as resp:
         assert resp.status == 422
+
+
+async def test_foreign_cursors_are_refused_not_crashed_on(box: RunningBox) -> None:
+    await make_org(box.app[DB])
+    tok = bearer((await login(box.http, "admin", password=PASSWORD))["token"])
+    lists = ("lessons", "courses", "users", "classes", "devices", "sessions")
+    for path in (f"/api/{name}/" for name in lists):
+        for key in (["x"], [-1], ["a", "b"], [1.5], []):
+            cursor = base64.urlsafe_b64encode(repr(key).replace("'", '"').encode()).decode()
+            async with box.http.get(f"{path}?cursor={cursor.rstrip('=')}", headers=tok) as resp:
+                assert resp.status in (200, 422), (path, key, resp.status)
