@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from typing import Any, Final
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from vrlms_edge.app import create_app
 from vrlms_edge.config import Settings
 from vrlms_edge.keys import TLS
-from vrlms_edge.store import migrate
+from vrlms_edge.store import inuse, migrate
 from vrlms_edge.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,13 @@ async def serve(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(serve(settings))
+    # One server per data directory; `restore` waits for none to run.
+    try:
+        with inuse.hold(settings.data_dir, "serve"):
+            asyncio.run(serve(settings))
+    except inuse.DataDirInUse as exc:
+        print(f"vrlms-edge: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -390,7 +390,7 @@ async def class_views(s: AsyncSession, rows: Sequence[Class]) -> list[ClassView]
         )
         .order_by(User.nickname)
     )
-    for class_id, user in enrolled.tuples():
+    for class_id, user in enrolled.all():
         students[class_id].append(user_ref(user))
     return [
         ClassView(
@@ -545,6 +545,17 @@ async def count_users(db: Database, org_id: str) -> int:
                     select(func.count())
                     .select_from(User)
                     .where(User.org_id == org_id, User.deleted_at.is_(None))
+                )
+            ).scalar_one()
+        )
+
+
+async def count_orgs(db: Database) -> int:
+    async with db.read() as s:
+        return int(
+            (
+                await s.execute(
+                    select(func.count()).select_from(Org).where(Org.deleted_at.is_(None))
                 )
             ).scalar_one()
         )

@@ -265,7 +265,7 @@ async def _nicknames(s: AsyncSession, user_ids: list[str]) -> dict[str, str]:
     rows = await s.execute(
         select(User.id, User.nickname).where(User.id.in_(user_ids), User.deleted_at.is_(None))
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def _classes(s: AsyncSession, org_id: str, names: list[str]) -> dict[str, Class]:
@@ -434,7 +434,7 @@ async def export_roster(db: Database, org_id: str) -> str:
                     Enrollment.org_id == org_id, Enrollment.deleted_at.is_(None)
                 )
             )
-        ).tuples()
+        ).all()
         devices: dict[str, str] = {}
         for device in (
             await s.execute(

@@ -41,6 +41,7 @@ from vrlms_edge.store.models import (
     SessionStatus,
     Tenant,
 )
+from vrlms_edge.sync.outbox import enqueue_row
 
 M = TypeVar("M", bound=Tenant)
 
@@ -300,6 +301,8 @@ async def _commit_change(
             )
         )
         await s.flush()
+        # The org server gets the session's newest state with the same commit.
+        await enqueue_row(s, row)
         view = await session_view(s, row) if with_view else None
         state = view.state if view is not None else await state_of(s, row)
         class_id, org_id = row.class_id, row.org_id
