@@ -79,7 +79,6 @@ async def stop_box(box: RunningBox) -> None:
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SQLite file migrated to head per test run; tests start from a copy of it (a real
     migration is still what made it; tests/store covers migrating itself)."""
-    from vrlms_edge.store import migrate
 
     path = tmp_path_factory.mktemp("template") / "vrlms.sqlite3"
     migrate.upgrade(f"sqlite+aiosqlite:///{path}", path)
@@ -156,14 +155,6 @@ def serve_process(settings: Settings) -> Iterator[ServeProcess]:
         if served.proc.poll() is None:
             served.proc.kill()
         served.proc.communicate(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty database at head, made once per run (migrating takes about a second)."""
-    path = tmp_path_factory.mktemp("template") / "vrlms.sqlite3"
-    migrate.upgrade(f"sqlite+aiosqlite:///{path}", path)
-    return path
 
 
 @pytest.fixture

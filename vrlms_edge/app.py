@@ -26,7 +26,7 @@ from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
-from vrlms_edge.web import openapi, system
+from vrlms_edge.web import openapi, system, ws
 from vrlms_edge.web.api import accounts as accounts_api
 from vrlms_edge.web.api import catalog as catalog_api
 from vrlms_edge.web.api import classes as classes_api
@@ -55,6 +55,7 @@ def api_registries() -> list[ApiRegistry]:
         sessions_api.routes,
         timetable_api.routes,
         openapi.routes,
+        ws.routes,
     ]
 
 
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.cleanup_ctx.append(watchdog_ctx)
     app.cleanup_ctx.append(tls_ctx)
     app.cleanup_ctx.append(database_ctx)
+    ws.install(app)  # after the database: the live hub writes attendance
     app.cleanup_ctx.append(sessions_api.auto_start_ctx)
     if settings.mdns:
         app.cleanup_ctx.append(mdns_ctx)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RunningBox
-from tests.factories import PASSWORD, PIN, make_device, make_org
+from tests.world import PASSWORD, PIN, make_device, make_org
 from vrlms_edge.domain import auth
 from vrlms_edge.domain.auth import LoginPolicy, LoginRequest
 from vrlms_edge.domain.tokens import resolve_token

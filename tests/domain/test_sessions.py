@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from tests import conftest
 from tests.conftest import RunningBox, start_box, stop_box
-from tests.factories import OrgWorld, bearer, make_org, token
+from tests.world import OrgWorld, bearer, make_org, token
 from vrlms_edge.domain import sessions
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import Action, Change, NewSession, NoBroadcast, SessionState
