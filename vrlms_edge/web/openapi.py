@@ -147,9 +147,11 @@ def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
                 "content": {route.content_type: {"schema": ref_of[route.response]}},
             }
         else:
+            # A document without its own schema (openapi.json, asyncapi.json) or a text body.
+            free = {"type": "object"} if route.content_type.endswith("json") else {"type": "string"}
             responses[str(route.status)] = {
                 "description": "OK",
-                "content": {route.content_type: {"schema": {"type": "string"}}},
+                "content": {route.content_type: {"schema": free}},
             }
         for status in _error_statuses(route):
             answer: dict[str, Any] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests import conftest
 from tests.conftest import RunningBox
-from tests.factories import PASSWORD, PIN, bearer, login, make_device, make_org
+from tests.world import PASSWORD, PIN, bearer, login, make_device, make_org
 from vrlms_edge.keys import DB
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.models import DeviceStatus

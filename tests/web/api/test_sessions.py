@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from tests.conftest import RunningBox
-from tests.factories import bearer, login, make_org
+from tests.world import bearer, login, make_org
 from vrlms_edge.keys import CLOCK, DB
 
 

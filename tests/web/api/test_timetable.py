@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.conftest import RunningBox
-from tests.factories import bearer, login, make_org
+from tests.world import bearer, login, make_org
 from vrlms_edge.keys import DB
 from vrlms_edge.web.api.timetable import escape_text, fold
 
