@@ -82,9 +82,8 @@ async def test_classes_and_enrollment(box: RunningBox) -> None:
     student = (await login(box.http, "student1"))["token"]
     status, mine = await call(box, "GET", "/api/classes/", student)
     assert {c["name"] for c in mine["classes"]} == {"Class 7b", "9c"}
-    status, renamed = await call(
-        box, "PATCH", f"/api/classes/{klass['id']}/", admin, {"name": "9d"}
-    )
+    path = f"/api/classes/{klass['id']}/"
+    status, renamed = await call(box, "PATCH", path, admin, {"name": "9d"})
     assert renamed["name"] == "9d"
     status, taken = await call(box, "POST", "/api/classes/", admin, {"name": "9d"})
     assert (status, taken["error"]["code"]) == (409, "class_name_taken")
