@@ -116,6 +116,8 @@ class Change(msgspec.Struct, kw_only=True):
 # Bounds on a lead the teacher asks for explicitly.
 MAX_LEAD_MS = 10_000
 MAX_POSITION_MS = 24 * 3600 * 1000
+# sessions.attention_message is a 500-character column.
+MAX_ATTENTION_MESSAGE: Final = 500
 
 
 def lesson_ref(lesson: Lesson) -> LessonRef:
@@ -244,6 +246,14 @@ async def _apply(db_session: Any, row: Session, change: Change, now_ms: int, lea
     elif action == Action.attention:
         if change.on is None:
             raise AppError(422, "validation_error", "attention needs on: true|false")
+        if change.message is not None and len(change.message) > MAX_ATTENTION_MESSAGE:
+            # The column holds 500 characters; PostgreSQL would refuse more (a 500 otherwise).
+            raise AppError(
+                422,
+                "validation_error",
+                f"message is limited to {MAX_ATTENTION_MESSAGE} characters",
+                detail={"path": "$.message"},
+            )
         row.attention_on = change.on
         row.attention_message = (change.message or None) if change.on else None
 
