@@ -1,0 +1,145 @@
+"""The box's mDNS advertisement, seen from another network namespace over real multicast:
+found with the right TXT, new port after a restart, new address re-announced, name conflicts
+renamed, goodbye on shutdown, loopback-only stays on loopback, and an independent client
+(a hand-built DNS-SD query, and avahi when available) sees it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.discovery.conftest import Namespaces
+from tests.discovery.netns import Lan, ip
+
+pytestmark = pytest.mark.netns
+
+
+def health(spaces: Namespaces, ns: str, port: int) -> dict[str, object]:
+    """GET /api/health from inside the box's namespace."""
+    code = (
+        "import json, urllib.request; "
+        f"print(urllib.request.urlopen('http://127.0.0.1:{port}/api/health', timeout=5).read()"
+        ".decode())"
+    )
+    done = spaces.run(ns, [sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
+    body: dict[str, object] = json.loads(done.stdout)
+    return body
+
+
+def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    watcher = spaces.watch(b)
+    spaces.box(a, name="Room 12")
+    event, _ = watcher.wait_for("box added", lambda e: e["event"] == "added")
+    box_id = health(spaces, a, 8080)["box"]["id"]  # type: ignore[index]
+    assert event["name"] == "Room 12"
+    assert event["port"] == 8080
+    assert lan.address(1) in event["addresses"]
+    assert "127.0.0.1" not in event["addresses"]
+    assert not any(addr.startswith("127.") for addr in event["addresses"])
+    assert event["txt"] == {
+        "v": "1",
+        "id": box_id,
+        "name": "Room 12",
+        "api": "/api/",
+        "ws": "/websocket/",
+        "tls": "0",
+    }
+    # The one-shot command finds it too.
+    [found] = spaces.discover(b)
+    assert (found["name"], found["port"], found["txt"]["id"]) == ("Room 12", 8080, box_id)
+
+
+def test_goodbye_on_shutdown_then_new_port_after_restart(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    watcher = spaces.watch(b)
+    first = spaces.box(a, port=8080, tag="room")
+    added, _ = watcher.wait_for("box added", lambda e: e["event"] == "added")
+    assert added["port"] == 8080
+    first.stop()
+    # Without goodbye packets the client would keep the PTR record for its TTL (75 min).
+    watcher.wait_for("box removed", lambda e: e["event"] == "removed" and e["name"] == "Room 12")
+    spaces.box(a, port=8081, tag="room")  # same data dir: same box id
+    event, _ = watcher.wait_for("box on 8081", lambda e: e["event"] == "added")
+    assert (event["name"], event["port"]) == ("Room 12", 8081)
+    assert event["txt"]["id"] == added["txt"]["id"]
+
+
+def test_address_change_is_reannounced(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    watcher = spaces.watch(b)
+    spaces.box(a)
+    watcher.wait_for("box added", lambda e: lan.address(1) in e.get("addresses", []))
+    # A DHCP renew that hands out a different address.
+    ip("-n", a, "addr", "del", lan.address(1) + "/24", "dev", "eth0")
+    ip("-n", a, "addr", "add", lan.address(51) + "/24", "dev", "eth0")
+    # The client ends up with the new address only (the old one is flushed, not kept).
+    watcher.wait_for(
+        "new address only",
+        lambda e: (
+            lan.address(51) in e.get("addresses", [])
+            and lan.address(1) not in e.get("addresses", [])
+        ),
+    )
+
+
+def test_interface_coming_up_starts_advertising(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    ip("-n", a, "link", "set", "eth0", "down")
+    ip("-n", a, "addr", "flush", "dev", "eth0")
+    watcher = spaces.watch(b)
+    spaces.box(a)
+    # Wi-Fi back: the link comes up with an address after the box started.
+    ip("-n", a, "addr", "add", lan.address(61) + "/24", "dev", "eth0")
+    ip("-n", a, "link", "set", "eth0", "up")
+    watcher.wait_for("box added", lambda e: lan.address(61) in e.get("addresses", []))
+
+
+def test_same_name_boxes_get_distinct_names(lan: Lan, spaces: Namespaces) -> None:
+    a, b, c = lan.add("a"), lan.add("b"), lan.add("c")
+    watcher = spaces.watch(b)
+    spaces.box(a, name="Room 12")
+    watcher.wait_for("first box", lambda e: e["event"] == "added")
+    spaces.box(c, name="Room 12")
+    second, _ = watcher.wait_for(
+        "second box", lambda e: e["event"] == "added" and e["name"] != "Room 12"
+    )
+    assert second["name"] == "Room 12-2"
+    assert second["txt"]["name"] == "Room 12"  # the configured name stays in TXT
+    assert lan.address(3) in second["addresses"]
+    # The box shows the name it settled on.
+    assert health(spaces, c, 8080)["box"]["name"] == "Room 12-2"  # type: ignore[index]
+    assert health(spaces, a, 8080)["box"]["name"] == "Room 12"  # type: ignore[index]
+
+
+def test_loopback_only_stays_on_loopback(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    spaces.box(a, env={"VRLMS_MDNS_INTERFACES": "127.0.0.1"})
+    with ThreadPoolExecutor(2) as pool:
+        on_loopback = pool.submit(spaces.discover, a, VRLMS_MDNS_INTERFACES="127.0.0.1")
+        on_lan = pool.submit(spaces.discover, b)
+    # Seen on the box's own loopback, and never on the LAN.
+    [found] = on_loopback.result()
+    assert (found["name"], found["addresses"]) == ("Room 12", ["127.0.0.1"])
+    assert on_lan.result() == []
+
+
+def test_independent_dns_sd_query_sees_box(lan: Lan, spaces: Namespaces) -> None:
+    a, b = lan.add("a"), lan.add("b")
+    watcher = spaces.watch(b)
+    spaces.box(a)
+    added, _ = watcher.wait_for("box added", lambda e: e["event"] == "added")
+    done = spaces.run(b, [sys.executable, "-m", "tests.discovery.rawquery", lan.address(2)])
+    assert done.returncode == 0, done.stderr
+    [reply] = json.loads(done.stdout)
+    service = "Room 12._vrlms._tcp.local."
+    assert reply["from"] == lan.address(1)
+    assert reply["instances"] == [service]
+    assert reply["srv"][service]["port"] == 8080
+    assert reply["txt"][service]["id"] == added["txt"]["id"]
+    assert reply["txt"][service]["v"] == "1"
+    assert lan.address(1) in reply["a"]
