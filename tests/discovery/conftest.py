@@ -153,9 +153,13 @@ class Namespaces:
         )
         return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
-    def run(self, ns: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def run(self, ns: str, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            netns_exec(ns, argv), capture_output=True, text=True, timeout=WAIT_S, env=mdns_env()
+            netns_exec(ns, argv),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            env=mdns_env(**env),
         )
 
     def close(self) -> None:

@@ -19,7 +19,11 @@ from sqlalchemy import select
 from zeroconf.asyncio import AsyncZeroconf
 
 from vrlms_edge.config import Settings
-from vrlms_edge.discovery.interfaces import InterfaceChoice, current_interfaces
+from vrlms_edge.discovery.interfaces import (
+    InterfaceChoice,
+    confine_to_joined_groups,
+    current_interfaces,
+)
 from vrlms_edge.discovery.service import BoxAdvert
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.keys import BOX, DB, SETTINGS, TLS_FINGERPRINT
@@ -88,6 +92,7 @@ class Advertiser:
         )
         if self._zc is None or self._advert is None:
             self._zc = AsyncZeroconf(interfaces=list(choice.sockets), ip_version=choice.ip_version)
+            await confine_to_joined_groups(self._zc.zeroconf)
             info = advert.to_service_info()
             # allow_name_change: a second "Room 12" on the network becomes "Room 12-2".
             announced = await self._zc.async_register_service(info, allow_name_change=True)
@@ -103,6 +108,7 @@ class Advertiser:
             # refresh them in every client's cache instead of letting the cache-flush drop them.
             announced = await self._zc.async_update_service(self._advert.to_service_info())
             await self._zc.async_update_interfaces(list(choice.sockets), choice.ip_version)
+            await confine_to_joined_groups(self._zc.zeroconf)
             await announced
             log.info("mDNS: re-announced %r on %s", self._advert.instance_name, choice.addresses)
         self._box.advertised_name = self._advert.instance_name

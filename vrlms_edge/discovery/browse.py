@@ -14,7 +14,11 @@ from typing import Final, Literal, Self
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from vrlms_edge.discovery.interfaces import current_interfaces, interfaces_from_env
+from vrlms_edge.discovery.interfaces import (
+    confine_to_joined_groups,
+    current_interfaces,
+    interfaces_from_env,
+)
 from vrlms_edge.discovery.service import SERVICE_TYPE, BoxAdvert, FoundBox
 
 __all__ = ["BoxBrowser", "BoxEvent", "FoundBox", "discover"]
@@ -58,6 +62,7 @@ class BoxBrowser:
             log.warning("mDNS: no interface to browse on (wanted %s)", self._wanted or "any")
             return self
         self._zc = AsyncZeroconf(interfaces=list(choice.sockets), ip_version=choice.ip_version)
+        await confine_to_joined_groups(self._zc.zeroconf)
         self._browser = AsyncServiceBrowser(
             self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
         )
