@@ -55,6 +55,15 @@ class Box:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
+    def wait_advertised(self, timeout: float = WAIT_S) -> None:
+        """Until the box logged that its service is registered (probing done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "mDNS: advertising" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"box did not advertise within {timeout}s: {self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 

@@ -6,12 +6,16 @@ renamed, goodbye on shutdown, loopback-only stays on loopback, and an independen
 from __future__ import annotations
 
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from tests.discovery.conftest import Namespaces
+from tests.conftest import need
+from tests.discovery.avahi import Avahi, avahi_available
+from tests.discovery.conftest import WAIT_S, Namespaces
 from tests.discovery.netns import Lan, ip
 
 pytestmark = pytest.mark.netns
@@ -35,7 +39,9 @@ def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> Non
     watcher = spaces.watch(b)
     spaces.box(a, name="Room 12")
     event, _ = watcher.wait_for("box added", lambda e: e["event"] == "added")
-    box_id = health(spaces, a, 8080)["box"]["id"]  # type: ignore[index]
+    with ThreadPoolExecutor(2) as pool:
+        one_shot = pool.submit(spaces.discover, b)  # `vrlms-edge discover --json`
+        box_id = health(spaces, a, 8080)["box"]["id"]  # type: ignore[index]
     assert event["name"] == "Room 12"
     assert event["port"] == 8080
     assert lan.address(1) in event["addresses"]
@@ -50,7 +56,7 @@ def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> Non
         "tls": "0",
     }
     # The one-shot command finds it too.
-    [found] = spaces.discover(b)
+    [found] = one_shot.result()
     assert (found["name"], found["port"], found["txt"]["id"]) == ("Room 12", 8080, box_id)
 
 
@@ -118,7 +124,7 @@ def test_same_name_boxes_get_distinct_names(lan: Lan, spaces: Namespaces) -> Non
 
 def test_loopback_only_stays_on_loopback(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
-    spaces.box(a, env={"VRLMS_MDNS_INTERFACES": "127.0.0.1"})
+    spaces.box(a, env={"VRLMS_MDNS_INTERFACES": "127.0.0.1"}).wait_advertised()
     with ThreadPoolExecutor(2) as pool:
         on_loopback = pool.submit(spaces.discover, a, VRLMS_MDNS_INTERFACES="127.0.0.1")
         on_lan = pool.submit(spaces.discover, b)
@@ -128,11 +134,25 @@ def test_loopback_only_stays_on_loopback(lan: Lan, spaces: Namespaces) -> None:
     assert on_lan.result() == []
 
 
-def test_independent_dns_sd_query_sees_box(lan: Lan, spaces: Namespaces) -> None:
+def test_independent_implementations_see_box(lan: Lan, spaces: Namespaces, tmp_path: Path) -> None:
+    ok, reason = avahi_available()
+    need(ok, reason)
     a, b = lan.add("a"), lan.add("b")
-    watcher = spaces.watch(b)
-    spaces.box(a)
-    added, _ = watcher.wait_for("box added", lambda e: e["event"] == "added")
+    avahi = Avahi(b, tmp_path / "avahi")
+    try:
+        avahi.start()
+        spaces.box(a)
+        box_id = health(spaces, a, 8080)["box"]["id"]  # type: ignore[index]
+        # avahi (a different mDNS stack) browses and resolves it.
+        [entry] = avahi.browse("_vrlms._tcp", timeout_s=WAIT_S)
+        _, iface, family, name, service_type, domain, host, address, port, txt = entry
+        assert (unescape(name), service_type, domain) == ("Room 12", "_vrlms._tcp", "local")
+        assert (iface, family, address, port) == ("eth0", "IPv4", lan.address(1), "8080")
+        assert host == f"vrlms-{box_id.replace('-', '')[:12]}.local"
+        assert f'"id={box_id}"' in txt and '"v=1"' in txt and '"api=/api/"' in txt
+    finally:
+        avahi.stop()
+    # A hand-built DNS-SD query (legacy unicast, RFC 6762 s6.7) gets a well-formed answer.
     done = spaces.run(b, [sys.executable, "-m", "tests.discovery.rawquery", lan.address(2)])
     assert done.returncode == 0, done.stderr
     [reply] = json.loads(done.stdout)
@@ -140,6 +160,11 @@ def test_independent_dns_sd_query_sees_box(lan: Lan, spaces: Namespaces) -> None
     assert reply["from"] == lan.address(1)
     assert reply["instances"] == [service]
     assert reply["srv"][service]["port"] == 8080
-    assert reply["txt"][service]["id"] == added["txt"]["id"]
+    assert reply["txt"][service]["id"] == box_id
     assert reply["txt"][service]["v"] == "1"
     assert lan.address(1) in reply["a"]
+
+
+def unescape(avahi_name: str) -> str:
+    """avahi-browse -p writes bytes outside [A-Za-z0-9] as \\DDD (decimal)."""
+    return re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), avahi_name)

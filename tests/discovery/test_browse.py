@@ -41,7 +41,7 @@ def test_library_discover_finds_box_and_honours_interface_setting(
     lan: Lan, spaces: Namespaces
 ) -> None:
     a, b = lan.add("a"), lan.add("b")
-    spaces.box(a, name="Room 7")
+    spaces.box(a, name="Room 7").wait_advertised()
     argv = [sys.executable, "-c", LIBRARY_CALL]
 
     def call(**env: str) -> list[dict[str, object]]:
