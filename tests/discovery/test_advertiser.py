@@ -13,27 +13,34 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import RunningBox, need, start_box, stop_box
+from tests.conftest import test_settings as box_settings
 from tests.discovery.avahi import Avahi, avahi_available
 from tests.discovery.conftest import WAIT_S, Namespaces
 from tests.discovery.netns import Lan, ip
+from vrlms_edge.discovery.advertiser import single_org_slug
+from vrlms_edge.keys import DB
+from vrlms_edge.store.models import Org
 
-pytestmark = pytest.mark.netns
 
-
-def health(spaces: Namespaces, ns: str, port: int) -> dict[str, object]:
-    """GET /api/health from inside the box's namespace."""
+def fetch(spaces: Namespaces, ns: str, port: int, path: str) -> str:
+    """GET a page of the box from inside its namespace."""
     code = (
-        "import json, urllib.request; "
-        f"print(urllib.request.urlopen('http://127.0.0.1:{port}/api/health', timeout=5).read()"
+        "import urllib.request; "
+        f"print(urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5).read()"
         ".decode())"
     )
     done = spaces.run(ns, [sys.executable, "-c", code])
     assert done.returncode == 0, done.stderr
-    body: dict[str, object] = json.loads(done.stdout)
+    return done.stdout
+
+
+def health(spaces: Namespaces, ns: str, port: int) -> dict[str, object]:
+    body: dict[str, object] = json.loads(fetch(spaces, ns, port, "/api/health"))
     return body
 
 
+@pytest.mark.netns
 def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
     watcher = spaces.watch(b)
@@ -60,6 +67,7 @@ def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> Non
     assert (found["name"], found["port"], found["txt"]["id"]) == ("Room 12", 8080, box_id)
 
 
+@pytest.mark.netns
 def test_goodbye_on_shutdown_then_new_port_after_restart(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
     watcher = spaces.watch(b)
@@ -75,6 +83,7 @@ def test_goodbye_on_shutdown_then_new_port_after_restart(lan: Lan, spaces: Names
     assert event["txt"]["id"] == added["txt"]["id"]
 
 
+@pytest.mark.netns
 def test_address_change_is_reannounced(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
     watcher = spaces.watch(b)
@@ -93,6 +102,7 @@ def test_address_change_is_reannounced(lan: Lan, spaces: Namespaces) -> None:
     )
 
 
+@pytest.mark.netns
 def test_interface_coming_up_starts_advertising(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
     ip("-n", a, "link", "set", "eth0", "down")
@@ -105,6 +115,7 @@ def test_interface_coming_up_starts_advertising(lan: Lan, spaces: Namespaces) ->
     watcher.wait_for("box added", lambda e: lan.address(61) in e.get("addresses", []))
 
 
+@pytest.mark.netns
 def test_same_name_boxes_get_distinct_names(lan: Lan, spaces: Namespaces) -> None:
     a, b, c = lan.add("a"), lan.add("b"), lan.add("c")
     watcher = spaces.watch(b)
@@ -120,13 +131,19 @@ def test_same_name_boxes_get_distinct_names(lan: Lan, spaces: Namespaces) -> Non
     # The box shows the name it settled on.
     assert health(spaces, c, 8080)["box"]["name"] == "Room 12-2"  # type: ignore[index]
     assert health(spaces, a, 8080)["box"]["name"] == "Room 12"  # type: ignore[index]
+    assert "<h1>Room 12-2</h1>" in fetch(spaces, c, 8080, "/index/")
 
 
+@pytest.mark.netns
 def test_loopback_only_stays_on_loopback(lan: Lan, spaces: Namespaces) -> None:
     a, b = lan.add("a"), lan.add("b")
     spaces.box(a, env={"VRLMS_MDNS_INTERFACES": "127.0.0.1"}).wait_advertised()
     with ThreadPoolExecutor(2) as pool:
-        on_loopback = pool.submit(spaces.discover, a, VRLMS_MDNS_INTERFACES="127.0.0.1")
+        # Box and client share 127.0.0.1:5353 (SO_REUSEPORT): the kernel may hand a unicast
+        # answer to the box's socket, so the client can need its second (multicast) query.
+        on_loopback = pool.submit(
+            spaces.discover, a, timeout_s=3.0, VRLMS_MDNS_INTERFACES="127.0.0.1"
+        )
         on_lan = pool.submit(spaces.discover, b)
     # Seen on the box's own loopback, and never on the LAN.
     [found] = on_loopback.result()
@@ -134,6 +151,7 @@ def test_loopback_only_stays_on_loopback(lan: Lan, spaces: Namespaces) -> None:
     assert on_lan.result() == []
 
 
+@pytest.mark.netns
 def test_independent_implementations_see_box(lan: Lan, spaces: Namespaces, tmp_path: Path) -> None:
     ok, reason = avahi_available()
     need(ok, reason)
@@ -168,3 +186,27 @@ def test_independent_implementations_see_box(lan: Lan, spaces: Namespaces, tmp_p
 def unescape(avahi_name: str) -> str:
     """avahi-browse -p writes bytes outside [A-Za-z0-9] as \\DDD (decimal)."""
     return re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), avahi_name)
+
+
+async def test_org_slug_advertised_only_for_a_single_org(box: RunningBox) -> None:
+    db = box.app[DB]
+    assert await single_org_slug(db) is None
+    async with db.write() as s:
+        s.add(Org(slug="north-school", name="North School"))
+    assert await single_org_slug(db) == "north-school"
+    async with db.write() as s:
+        s.add(Org(slug="south-school", name="South School"))
+    assert await single_org_slug(db) is None
+
+
+async def test_no_advertising_on_an_ephemeral_port(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Host namespace, but nothing is sent: with port 0 the advertiser never opens a socket.
+    running = await start_box(box_settings(tmp_path / "data", mdns=True, port=0))
+    try:
+        async with running.http.get("/api/health") as resp:
+            assert (await resp.json())["box"]["name"] == "VR Classroom"
+    finally:
+        await stop_box(running)
+    assert "not advertising, the box listens on an ephemeral port" in caplog.text
