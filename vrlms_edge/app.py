@@ -22,7 +22,7 @@ from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
-from vrlms_edge.web import system
+from vrlms_edge.web import system, ws
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -34,7 +34,7 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def api_registries() -> list[ApiRegistry]:
     """Every API route table of the box, in one list (installed and documented together)."""
-    return [system.routes]
+    return [system.routes, ws.routes]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,4 +70,5 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
         registry.install(app)
     system.install_pages(app)
     app.cleanup_ctx.append(database_ctx)
+    ws.install(app)  # after the database: the live hub writes attendance
     return app

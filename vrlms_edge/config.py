@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Synchronized start: lead = clamp(3 x p95 RTT of the room, floor, cap).
     start_lead_floor_ms: int = 250
     start_lead_max_ms: int = 5000
+    # A WebSocket whose writer is stuck on one send (or whose queue overflowed) this long is
+    # closed with 4408: it cannot drain and must not hold memory or delay anyone.
+    ws_send_stall_s: float = 5.0
     max_body_bytes: int = 1024 * 1024
     event_retention_days: int = 90
     tls: bool = False
@@ -134,6 +137,7 @@ def _check_ranges(s: Settings) -> None:
         ("address_failure_limit", s.address_failure_limit >= 1),
         ("heartbeat_s", 0.05 <= s.heartbeat_s <= 600),
         ("start_lead_floor_ms", 0 <= s.start_lead_floor_ms <= s.start_lead_max_ms),
+        ("ws_send_stall_s", 0.1 <= s.ws_send_stall_s <= 600),
         ("max_body_bytes", s.max_body_bytes >= 1024),
         ("event_retention_days", s.event_retention_days >= 1),
         ("box_name", 0 < len(s.box_name.encode()) <= 63),

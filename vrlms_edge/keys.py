@@ -10,6 +10,8 @@ from vrlms_edge.config import Settings
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.hub import Hub
+from vrlms_edge.live.sinks import FrameSinks
 from vrlms_edge.store.db import Database
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -20,3 +22,7 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# The live classroom: rooms, connections and the broadcast (web/ws.py installs it).
+HUB: Final = web.AppKey("hub", Hub)
+# Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
+FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)
