@@ -43,7 +43,9 @@ DRAIN_TIMEOUT_S = 10.0  # after the last command, how long deliveries may still 
 STORM_TIMEOUT_S = 30.0
 PHASE_MAX_S = 120.0  # no phase runs longer, whatever its parameters
 CAPACITY_P99_MS = 100.0  # "sustained" = p99 at most this
-TIME_SAMPLES = 30  # per headset for clock sync (the box answers bursts of 32)
+TIME_SAMPLES = 20  # per headset for clock sync on loopback (the box answers bursts of 32)
+TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
+TIME_BEST = 4  # offsets averaged: those of the exchanges with the smallest round trips
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _decode = msgspec.json.Decoder().decode
@@ -205,13 +207,14 @@ class Worker:
 
     # -- behaviours
 
-    async def sync_clock(self, hs: Headset) -> None:
-        """NTP-style offset from the `time` exchange with the smallest round trip."""
+    async def sync_clock(self, hs: Headset, samples_n: int, spacing_s: float) -> None:
+        """NTP-style offset: the mean over the exchanges with the smallest round trips (their
+        up and down delays are the most alike), as a headset app would keep estimating it."""
         if hs.ws is None:
             return
-        best: tuple[float, float] | None = None
         loop = asyncio.get_running_loop()
-        for i in range(TIME_SAMPLES):
+        samples: list[tuple[float, float]] = []
+        for i in range(samples_n):
             fut: asyncio.Future[tuple[float, float, float, float]] = loop.create_future()
             hs.pending_time[i] = fut
             try:
@@ -221,11 +224,10 @@ class Worker:
             except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
                 continue
             rtt = (t3 - t0) - (t2 - t1)
-            offset = ((t1 - t0) + (t2 - t3)) / 2
-            if best is None or rtt < best[0]:
-                best = (rtt, offset)
-            await asyncio.sleep(0.03)
-        hs.offset_ms = best[1] if best else 0.0
+            samples.append((rtt, ((t1 - t0) + (t2 - t3)) / 2))
+            await asyncio.sleep(spacing_s)
+        best = sorted(samples)[:TIME_BEST]
+        hs.offset_ms = statistics.fmean(o for _, o in best) if best else 0.0
 
     async def chat(self, hs: Headset, until: float) -> None:
         """status 10 Hz + gaze events 20 Hz, as a headset in a lesson sends them."""
@@ -312,7 +314,8 @@ class Worker:
                 self.receipts.clear()  # readers hold these lists: empty in place
                 self.starts.clear()
             elif op == "sync":
-                await asyncio.gather(*(self.sync_clock(h) for h in self.headsets))
+                n, spacing = req["samples"], req["spacing_s"]
+                await asyncio.gather(*(self.sync_clock(h, n, spacing) for h in self.headsets))
                 self.conn.send("ok")
             elif op == "chatter":
                 until = time.monotonic() + min(req["seconds"], PHASE_MAX_S)
@@ -361,12 +364,25 @@ async def open_stalled(url: str) -> tuple[socket.socket, float]:
     return sock, time.monotonic()
 
 
-def tcp_state(sock: socket.socket) -> int:
-    """Linux tcp_info.tcpi_state: 1 established; anything else means the box let go."""
+def released(sock: socket.socket, server_port: int | None) -> bool:
+    """Whether the server let go of the stalled connection. Its close frame and FIN wait
+    behind the unread bytes, so the client end may stay "established" for good; but a socket
+    the server process closed is an orphan in /proc/net/tcp (inode 0), or is gone (reset)."""
     try:
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 1:
+            return True  # reset or closed under us
+        client_port = sock.getsockname()[1]
     except OSError:
-        return 7
+        return True
+    if server_port is None:
+        return False
+    want_local, want_remote = f":{server_port:04X}", f":{client_port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want_local) and fields[2].endswith(want_remote):
+                return fields[9] == "0"
+    return True
 
 
 # ---------------------------------------------------------------- the coordinator
@@ -383,7 +399,8 @@ class Coordinator:
         self.session: aiohttp.ClientSession | None = None
         self.teacher_reader: asyncio.Task[None] | None = None
         self.teacher_errors: list[Any] = []
-        self.next_key = random.randrange(1_000, 1_000_000) * 1000
+        # Keys are seek positions: unique per run and below the box's 24 h position bound.
+        self.next_key = random.randrange(1, 40) * 1_000_000
         self.sent: dict[int, float] = {}
 
     async def ask(self, req: dict[str, Any]) -> list[Any]:
@@ -579,7 +596,7 @@ async def w4(co: Coordinator, opts: dict[str, Any], stalled_url: str) -> dict[st
     async def watch() -> None:
         nonlocal cut
         while cut is None:
-            if tcp_state(sock) != 1:
+            if released(sock, co.target.get("port")):
                 cut = time.monotonic() - t_stall
                 return
             await asyncio.sleep(0.05)
@@ -612,7 +629,14 @@ async def w5(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 async def w6(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
-    await co.ask({"op": "sync"})
+    jitter = bool(opts.get("proxy_port"))
+    await co.ask(
+        {
+            "op": "sync",
+            "samples": TIME_SAMPLES_JITTER if jitter else TIME_SAMPLES,
+            "spacing_s": 0.1 if jitter else 0.03,  # 10/s: the box's sustained `time` rate
+        }
+    )
     await co.collect()
     devs: list[float] = []
     errs: list[float] = []
