@@ -70,7 +70,8 @@ def fanout_rows(res: dict[str, Any]) -> list[str]:
         if box and peer:
             p99_ratio = ratio(peer["fanout"]["p99_ms"], box["fanout"]["p99_ms"])
             cpu_ratio = ratio(cpu_total(peer["fanout"]), cpu_total(box["fanout"]))
-        cmds = box["fanout"]["commands"] if box else (peer["fanout"]["commands"] if peer else "")
+        present = [r for r in (w1(res, key, n) for key, _ in COLUMNS) if r]
+        cmds = present[0]["fanout"]["commands"] if present else ""
         rows.append(
             f"| N={n} ({cmds} cmds) p50 / p99 / max ms | {' | '.join(cells)} | p99 {p99_ratio} |"
         )
