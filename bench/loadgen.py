@@ -402,6 +402,7 @@ class Coordinator:
         # Keys are seek positions: unique per run and below the box's 24 h position bound.
         self.next_key = random.randrange(1, 40) * 1_000_000
         self.sent: dict[int, float] = {}
+        self.headset_indexes: list[int] = []
 
     async def ask(self, req: dict[str, Any]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -412,6 +413,7 @@ class Coordinator:
     async def start(self, urls: list[str]) -> dict[str, Any]:
         ctx = multiprocessing.get_context("spawn")
         per = -(-len(urls) // self.procs)
+        self.headset_indexes = list(range(len(urls)))
         for i in range(self.procs):
             chunk = urls[i * per : (i + 1) * per]
             if not chunk:
@@ -526,6 +528,7 @@ class Coordinator:
         cpu1 = self.cpu()
         got = await self.collect()
         seen: set[tuple[int, int]] = set()
+        newest: dict[int, int] = {}  # headset -> highest key of this train it received
         lat: list[float] = []
         t_last_recv = t0
         for hs, key, t in got["receipts"]:
@@ -533,6 +536,11 @@ class Coordinator:
                 seen.add((hs, key))
                 lat.append((t - self.sent[key]) * 1000)
                 t_last_recv = max(t_last_recv, t)
+                newest[hs] = max(newest.get(hs, key), key)
+        # A state a headset never got although it got a newer one was superseded (a server
+        # may coalesce a backlog: newest rev wins); one with nothing newer after it is lost.
+        missing = expected - len(lat)
+        lost = sum(last - newest.get(hs, first - 1) for hs in self.headset_indexes)
         cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 3) for k in cpu1}
         span = max(t_last_recv, t_last_send) - t0
         return {
@@ -540,7 +548,8 @@ class Coordinator:
             "rate_hz": rate,
             "deliveries": len(lat),
             "expected": expected,
-            "lost": expected - len(lat),
+            "superseded": missing - lost,
+            "lost": lost,
             "p50_ms": round(pctl(lat, 50), 2),
             "p99_ms": round(pctl(lat, 99), 2),
             "max_ms": round(max(lat), 2) if lat else None,

@@ -64,7 +64,8 @@ def fanout_rows(res: dict[str, Any]) -> list[str]:
             cpu_text = num(cpu.get("server"), 2)
             if "redis" in cpu:
                 cpu_text += f" + redis {num(cpu['redis'], 2)}"
-            lost_cells.append(f"{f['lost']} · {cpu_text}")
+            lost = f"{f['lost']}" + (f" (+{f['superseded']} sup.)" if f.get("superseded") else "")
+            lost_cells.append(f"{lost} · {cpu_text}")
         box, peer = w1(res, "box", n), w1(res, "peer-memory", n)
         p99_ratio = cpu_ratio = "-"
         if box and peer:
@@ -75,7 +76,10 @@ def fanout_rows(res: dict[str, Any]) -> list[str]:
         rows.append(
             f"| N={n} ({cmds} cmds) p50 / p99 / max ms | {' | '.join(cells)} | p99 {p99_ratio} |"
         )
-        rows.append(f"| N={n} lost · server CPU s | {' | '.join(lost_cells)} | CPU {cpu_ratio} |")
+        rows.append(
+            f"| N={n} lost (superseded) · server CPU s | {' | '.join(lost_cells)} "
+            f"| CPU {cpu_ratio} |"
+        )
     top = max(sizes)
     tails = []
     for key, _ in COLUMNS:

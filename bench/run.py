@@ -414,12 +414,15 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the whole matrix (longer)")
     parser.add_argument("--only", help=f"comma list of targets ({', '.join(TARGETS)})")
     parser.add_argument("--sizes", help="comma list of W1 sizes (default 30,100,300,1000)")
+    parser.add_argument("--w1-only", action="store_true", help="skip W3-W6 (trials)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     names = args.only.split(",") if args.only else list(TARGETS)
     p = plan(args.full, sizes)
+    if args.w1_only:
+        p["extras"] = ()
     started = time.monotonic()
 
     def log(msg: str) -> None:
