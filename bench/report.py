@@ -259,7 +259,18 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     w2 = res.get("w2_ingest")
     if isinstance(w2, dict):
-        head += ["", f"W2 ingest (bench/ingest.py): `{_short(w2)}`"]
+        parts = [
+            f"{k.upper()} {num(w2[k]['events_per_s'], 0)} events/s "
+            f"(ack p50 {num(w2[k]['p50_ms'])} / p99 {num(w2[k]['p99_ms'])} ms, "
+            f"{w2[k]['headsets']} headsets)"
+            for k in ("normal", "full")
+            if isinstance(w2.get(k), dict)
+        ]
+        head += [
+            "",
+            f"W2 ingest (`{w2.get('command', 'bench/ingest.py')}`): "
+            + ("; ".join(parts) if parts else f"no figures: `{_short(w2.get('error', ''))}`"),
+        ]
     else:
         head += ["", "W2 ingest: bench/ingest.py not present in this run."]
     head += ["", "| goal (issue 11) | box | |", "|---|---|---|", *goals(res)]

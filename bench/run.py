@@ -367,19 +367,36 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
 
 
 def run_ingest(full: bool, log: Any) -> dict[str, Any] | None:
-    """W2 belongs to bench/ingest.py (tracking); run it if it is there."""
+    """W2 belongs to bench/ingest.py (the tracking helper's); run it if it is there and read
+    its table rows: `headsets sync acked events/s p50_ms p99_ms`."""
     script = BENCH / "ingest.py"
     if not script.exists():
         return None
-    cmd = [sys.executable, "-m", "bench.ingest", "--json"] + ([] if full else ["--quick"])
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    cmd = [sys.executable, str(script), "--headsets", "300", "--sync", "NORMAL,FULL"]
+    cmd += [] if full else ["--seconds", "4"]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"error": "bench/ingest.py took longer than 300 s"}
+    out: dict[str, Any] = {"command": " ".join(cmd[1:]), "stdout": done.stdout[-3000:]}
     if done.returncode != 0:
         log(f"W2 ingest failed: {done.stderr[-500:]}")
-        return {"error": done.stderr[-2000:]}
-    try:
-        return dict(json.loads(done.stdout))
-    except ValueError:
-        return {"raw": done.stdout[-4000:]}
+        out["error"] = done.stderr[-2000:]
+    row = re.compile(r"^\s*(\d+)\s+(NORMAL|FULL)\s+(\d+)\s+([\d.]+)\s+([\d.na]+)\s+([\d.na]+)")
+    for line in done.stdout.splitlines():
+        m = row.match(line)
+        if m:
+            out[m.group(2).lower()] = {
+                "headsets": int(m.group(1)),
+                "acked": int(m.group(3)),
+                "events_per_s": float(m.group(4)),
+                "p50_ms": float(m.group(5)),
+                "p99_ms": float(m.group(6)),
+            }
+    for key in ("normal", "full"):
+        if key in out:
+            log(f"W2 {key}: {out[key]['events_per_s']:.0f} events/s, p99 {out[key]['p99_ms']} ms")
+    return out
 
 
 def machine() -> dict[str, Any]:
