@@ -120,6 +120,7 @@ class Worker:
         self.chatter_sent = 0
         self.storm_key: int | None = None
         self.storm_done: dict[int, float] = {}
+        self.refused: dict[str, int] = {}  # close code -> headsets refused a welcome
         self.storm_expected = 1 << 30  # known once the reconnects are done
         self.storm_all = asyncio.Event()
 
@@ -131,9 +132,19 @@ class Worker:
             hs.ws = await self.session.ws_connect(
                 hs.url, timeout=aiohttp.ClientWSTimeout(ws_close=5.0), max_msg_size=1 << 22
             )
+            # Connected = admitted: the server has sent its `welcome` (the box accepts the
+            # upgrade first and checks the token after, as PROTOCOL.md requires).
+            first = await hs.ws.receive(timeout=CONNECT_TIMEOUT_S)
         except (TimeoutError, aiohttp.ClientError, OSError):
             hs.ws = None
             return False
+        if first.type != aiohttp.WSMsgType.TEXT or _decode(first.data).get("type") != "welcome":
+            self.refused[str(hs.ws.close_code)] = self.refused.get(str(hs.ws.close_code), 0) + 1
+            await hs.ws.close()
+            hs.ws = None
+            return False
+        session = _decode(first.data).get("session") or {}
+        self.storm_check(hs, session.get("anchor_position_ms", -1), time.monotonic())
         hs.reader = asyncio.create_task(self.read(hs, hs.ws))
         return True
 
@@ -289,7 +300,7 @@ class Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         ok, failed = await self.connect_all(CONNECT_PARALLEL)
-        self.conn.send({"op": "ready", "connected": ok, "failed": failed})
+        self.conn.send({"op": "ready", "connected": ok, "failed": failed, "refused": self.refused})
         while True:
             req = await loop.run_in_executor(None, self.conn.recv)
             op = req["op"]
@@ -428,10 +439,12 @@ class Coordinator:
         ready = [await loop.run_in_executor(None, p.recv) for p in self.pipes]
         self.session = aiohttp.ClientSession()
         self.teacher = await self.session.ws_connect(self.target["teacher_url"])
+        await self.teacher.receive(timeout=CONNECT_TIMEOUT_S)  # its welcome
         self.teacher_reader = asyncio.create_task(self.read_teacher())
         return {
             "connected": sum(r["connected"] for r in ready),
             "failed": sum(r["failed"] for r in ready),
+            "refused": {k: v for r in ready for k, v in r["refused"].items()},
             "connect_s": round(time.monotonic() - t0, 2),
         }
 
@@ -439,8 +452,11 @@ class Coordinator:
         assert self.teacher is not None
         try:
             async for msg in self.teacher:
-                if msg.type == aiohttp.WSMsgType.TEXT and '"error"' in msg.data[:40]:
-                    self.teacher_errors.append(_decode(msg.data))
+                if msg.type == aiohttp.WSMsgType.TEXT and '"error"' in msg.data:
+                    frame = _decode(msg.data)
+                    # `error` frames, and command results with ok=false (the box's `result`)
+                    if frame.get("type") == "error" or frame.get("ok") is False:
+                        self.teacher_errors.append(frame)
         except (aiohttp.ClientError, OSError, ValueError):
             pass
 
@@ -558,6 +574,7 @@ class Coordinator:
             "cpu_s": cpu,
             "wall_s": round(t_end - t0, 2),
             "teacher_errors": len(self.teacher_errors),
+            "teacher_error_sample": self.teacher_errors[-1] if self.teacher_errors else None,
         }
 
 
