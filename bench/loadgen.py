@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 20.0
 DRAIN_TIMEOUT_S = 10.0  # after the last command, how long deliveries may still arrive
 STORM_TIMEOUT_S = 30.0
 PHASE_MAX_S = 120.0  # no phase runs longer, whatever its parameters
+IDLE_WAIT_S = 20.0  # longest wait for the server to go idle after the headsets connected
 CAPACITY_P99_MS = 100.0  # "sustained" = p99 at most this
 TIME_SAMPLES = 20  # per headset for clock sync on loopback (the box answers bursts of 32)
 TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
@@ -396,6 +397,20 @@ def released(sock: socket.socket, server_port: int | None) -> bool:
     return True
 
 
+async def server_idle(pid: int | None, limit_s: float = IDLE_WAIT_S) -> float | None:
+    """Wait (bounded) until the server's CPU use falls below 10 % of a core over 0.5 s, so
+    work left over from connecting (admission, attendance writes) is not measured as fan-out."""
+    if pid is None:
+        return None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(0.5)
+        if cpu_seconds(pid) - before < 0.05:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 # ---------------------------------------------------------------- the coordinator
 
 
@@ -717,7 +732,7 @@ async def run_workload_async(
         result["rss_before_mb"] = round(rss_mb(pids["server"]), 1)
     try:
         result["connect"] = await co.start(urls[:n])
-        await asyncio.sleep(opts.get("settle_s_before", 0.3))
+        result["connect"]["idle_after_s"] = await server_idle(pids.get("server"))
         if workload == "w1":
             result.update(await w1(co, opts))
         elif workload == "w3":
