@@ -132,7 +132,7 @@ class Dispatch:
             elif isinstance(message, Command):
                 await self._command(conn, message)
             elif isinstance(message, Event):
-                self._event(conn, message)
+                await self._event(conn, message)
             elif isinstance(message, Status):
                 self._status(conn, message)
         except Refusal as refusal:
@@ -148,12 +148,12 @@ class Dispatch:
                 )
             if not data.startswith(JPEG_MAGIC):
                 raise Refusal(protocol.INVALID_FRAME, "a binary frame must be one JPEG image")
+            for sink in self._sinks.frame:
+                sink(conn, data)
         except Refusal as refusal:
             self._refuse(conn, limits, refusal)
             return
         self._hub.frame(conn, data)
-        for sink in self._sinks.frame:
-            sink(conn, data)
 
     # --- one place per message type ----------------------------------------------------------
 
@@ -195,7 +195,7 @@ class Dispatch:
             return
         conn.send(protocol.result_ok(message.id, state))
 
-    def _event(self, conn: Connection, message: Event) -> None:
+    async def _event(self, conn: Connection, message: Event) -> None:
         if conn.device_pk is None:
             raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
         if self._sinks.event is None:
@@ -203,7 +203,7 @@ class Dispatch:
                 protocol.NOT_AVAILABLE,
                 f"event ingest is not available (stream {message.stream} seq {message.seq})",
             )
-        self._sinks.event(conn, message)
+        await self._sinks.event(conn, message)
 
     def _status(self, conn: Connection, message: Status) -> None:
         self._hub.status(conn, message)
