@@ -35,8 +35,10 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
+# Quick benchmark run (< 5 min): the box vs the Django Channels peer vs a bare aiohttp floor;
+# writes bench/results/<date>.{json,md} and the README table. BENCH_ARGS=--full for everything.
 bench: $(VENV)/.installed-test
-	@echo "no benchmarks yet"
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
