@@ -64,6 +64,9 @@ LocalClock = Callable[[], float]  # milliseconds, monotonic (e.g. Android elapse
 # SAMPLE_WINDOW samples (a minute or so: local and box clocks drift only ppm in that time).
 INITIAL_SAMPLES: Final = 24
 SAMPLE_SPACING_S: Final = 0.025
+# Then the window fills at a calmer pace (spread out, samples see independent network delays;
+# the estimate sharpens from ~5 ms to ~1-2 ms on a jittery Wi-Fi link), then periodic top-ups.
+REFINE_SPACING_S: Final = 0.15
 RESYNC_SAMPLES: Final = 4
 RESYNC_EVERY_S: Final = 15.0
 SAMPLE_WINDOW: Final = 64
@@ -208,6 +211,7 @@ class Applied:
     started_local_ms: float | None = None  # playing: when playback actually began
     start_position_ms: float | None = None
     applied_ms: int | None = None  # the acked value (server time)
+    offset_ms: float = 0.0  # the clock offset estimate used
 
 
 class Playback:
@@ -276,6 +280,7 @@ class Playback:
         position = position_ms(state, now_server)
         self.playing = True  # a real player starts rendering at `position` here
         applied.started_local_ms = now_local
+        applied.offset_ms = self._clock.offset_ms
         applied.start_position_ms = position
         # The server time at which this playback is at anchor_position_ms.
         applied.applied_ms = round(now_server - (position - state.anchor_position_ms))
@@ -580,6 +585,9 @@ class HeadsetClient:
         early, self._early_state = self._early_state, None
         if early is not None:
             self.playback.apply(early, self.local_ms())
+        while len(self.clock.samples) < SAMPLE_WINDOW:
+            await self._sample()
+            await asyncio.sleep(REFINE_SPACING_S)
         while True:
             await asyncio.sleep(RESYNC_EVERY_S)
             for _ in range(RESYNC_SAMPLES):
