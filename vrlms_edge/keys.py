@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -13,6 +13,7 @@ from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.hub import Hub
 from vrlms_edge.live.sinks import FrameSinks
 from vrlms_edge.store.db import Database
+from vrlms_edge.tls import TlsIdentity
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 DB: Final = web.AppKey("db", Database)
@@ -26,3 +27,8 @@ BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
 HUB: Final = web.AppKey("hub", Hub)
 # Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
 FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)
+# The OpenAPI document of the API, built once from the route tables (web/openapi.py).
+OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
+# Only set with the `tls` setting: the certificate, its SSL context and its SHA-256 fingerprint
+# (hex of the DER certificate; advertised as mDNS TXT `fp`). Read with app.get(TLS).
+TLS: Final = web.AppKey("tls", TlsIdentity)
