@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vrlms_edge.commands import backup, demo, devices, discover, roster, serve, users
+from vrlms_edge.commands import backup, demo, devices, discover, roster, serve, simulate, users
 
-COMMAND_GROUPS: list[ModuleType] = [serve, demo, users, devices, roster, backup, discover]
+COMMAND_GROUPS: list[ModuleType] = [serve, demo, users, devices, roster, backup, discover, simulate]

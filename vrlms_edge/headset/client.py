@@ -16,8 +16,8 @@ is one small, commented piece. docs/headset-protocol.md explains the same in pro
 4. State (`Playback`): apply the highest rev. Playing: start at local time
    anchor_server_ms - offset, at position anchor_position_ms; position(t) = anchor_position_ms
    + (t - anchor_server_ms) in server time, so a late joiner starts mid-lesson in the right place.
-   Then `ack` the rev with applied_ms = the server time at which its playback was (or would have
-   been) at anchor_position_ms: applied_ms - anchor_server_ms is its lock-step error.
+   Then `ack` the rev with applied_ms = the server time at which it began playing (paused or
+   stopped: when it held); applied_ms - anchor_server_ms is how late it started.
 5. Events (`EventOutbox`): (stream, seq) with a random stream per app start; resent until an
    `event_ack` covers them, also across reconnects. Status: latest wins. Views: binary JPEG.
 6. Reconnect with exponential back-off and jitter (`Backoff`); 4409 (replaced) means another
@@ -210,7 +210,7 @@ class Applied:
     received_local_ms: float
     started_local_ms: float | None = None  # playing: when playback actually began
     start_position_ms: float | None = None
-    applied_ms: int | None = None  # the acked value (server time)
+    applied_ms: int | None = None  # the acked value: when it took effect, in server time
     offset_ms: float = 0.0  # the clock offset estimate used
 
 
@@ -282,8 +282,9 @@ class Playback:
         applied.started_local_ms = now_local
         applied.offset_ms = self._clock.offset_ms
         applied.start_position_ms = position
-        # The server time at which this playback is at anchor_position_ms.
-        applied.applied_ms = round(now_server - (position - state.anchor_position_ms))
+        # The start instant in server time: applied_ms - anchor_server_ms is how late this
+        # headset began (for a late joiner: when it joined, at position(t)).
+        applied.applied_ms = round(now_server)
         self._on_applied(applied)
 
     def cancel(self) -> None:
