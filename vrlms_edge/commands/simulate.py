@@ -20,8 +20,8 @@ def register(sub: Any) -> None:
         description=(
             "Demo students student01.. (PIN 1001..) on headsets DEMO-HS-01.. log in to the box "
             "at --url and follow the lesson; the demo teacher plays and pauses it. For more "
-            "than 30, add students first: vrlms-edge simulate --students 300 --print-roster "
-            "| vrlms-edge import-roster -"
+            "than 30, add students first: vrlms-edge simulate --first 31 --students 270 "
+            "--print-roster | vrlms-edge import-roster -"
         ),
     )
     p.add_argument("--url", help="box URL, e.g. http://127.0.0.1:8080 (default: discover)")
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--print-roster",
         action="store_true",
-        help="print the roster CSV of demo students 31..N (for import-roster) and exit",
+        help="print the roster CSV of students --first.. (for import-roster) and exit",
     )
     p.set_defaults(run=run_simulate)
 
@@ -59,7 +59,7 @@ def _discover_url(settings: Settings) -> str | None:
 
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.print_roster:
-        sys.stdout.write(roster_rows(31, max(31, args.students)))
+        sys.stdout.write(roster_rows(args.first, args.first + args.students - 1))
         return 0
     url = args.url or _discover_url(settings)
     if not url:

@@ -44,6 +44,8 @@ LOGIN_CONCURRENCY: Final = 8
 # Before driving, wait this long at most for every headset's first clock estimate.
 SETTLE_TIMEOUT_S: Final = 60.0
 PROGRESS_EVERY_S: Final = 1.0
+# After a command, wait at most this long for every headset to have applied it.
+APPLY_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -260,12 +262,30 @@ class Simulation:
                 playing = False
             while time.monotonic() < deadline:
                 action = "pause" if playing else "play"
+                began = time.monotonic()
                 await self._command(teacher, session.session_id, action, report)
                 playing = not playing
-                await asyncio.sleep(max(0.0, min(cfg.cycle_s, deadline - time.monotonic())))
+                # A start is measured when every headset began: never pause before that.
+                await self._all_applied(report, APPLY_TIMEOUT_S)
+                rest = min(cfg.cycle_s - (time.monotonic() - began), deadline - time.monotonic())
+                await asyncio.sleep(max(0.0, rest))
             if playing:
                 await self._command(teacher, session.session_id, "pause", report)
             await asyncio.sleep(1.0)  # the last acks
+
+    async def _all_applied(self, report: SimulationReport, within_s: float) -> None:
+        def done() -> bool:
+            return all(
+                h.stats.applied
+                and h.stats.applied[-1].rev >= self.rev
+                and (h.stats.applied[-1].status != "playing" or h.playback.playing)
+                for h in report.headsets
+                if h.connected.is_set()
+            )
+
+        end = time.monotonic() + within_s
+        while not done() and time.monotonic() < end:  # noqa: ASYNC110 - polling headsets
+            await asyncio.sleep(0.02)
 
     async def _command(
         self, teacher: TeacherClient, session_id: str, action: str, report: SimulationReport
