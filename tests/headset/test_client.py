@@ -12,9 +12,17 @@ import aiohttp
 import pytest
 
 from tests.conftest import RunningBox
-from tests.factories import Classroom, make_classroom
+from tests.factories import PIN, Classroom, make_classroom, make_org, token
 from tests.live.support import DelayProxy, eventually
-from vrlms_edge.headset.client import Applied, HeadsetClient, TeacherClient
+from vrlms_edge.headset.client import (
+    Applied,
+    Credentials,
+    HeadsetClient,
+    LoginFailed,
+    TeacherClient,
+    login,
+    register_device,
+)
 from vrlms_edge.keys import CLOCK, DB, HUB
 from vrlms_edge.live.clock import ServerClock
 
@@ -195,3 +203,29 @@ async def test_reconnect_after_cut_lands_on_current_state(box: RunningBox) -> No
     finally:
         await fleet.close()
         await proxy.close()
+
+
+async def test_register_login_and_pending_device(box: RunningBox) -> None:
+    """A new headset registers, logs in, and is held at 4403 until a teacher approves it."""
+    world = await make_org(box.app[DB], "regschool")
+    kid = world.students[0]
+    async with aiohttp.ClientSession() as http:
+        status = await register_device(http, box.url, "NEW-HS-9", model="DPVR P1", org="regschool")
+        assert status == "pending"
+        creds = Credentials(kid.nickname, PIN, "NEW-HS-9", org="regschool")
+        with pytest.raises(LoginFailed) as refused:
+            await login(http, box.url, creds)
+        assert refused.value.status == 403
+        # A teacher approves and binds it; then login and connect work.
+        admin_token = await token(box.http, world.admin, org="regschool")
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with box.http.post("/api/devices/NEW-HS-9/approve/", headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        client = HeadsetClient(box.url, credentials=creds, http=http)
+        stop = asyncio.Event()
+        task = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(client.connected.wait(), 10)
+        assert client.welcome is not None and client.welcome.device is not None
+        assert client.welcome.device.device_id == "NEW-HS-9"
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -6,9 +6,10 @@ is one small, commented piece. docs/headset-protocol.md explains the same in pro
     client = HeadsetClient(box_url, credentials=Credentials("student01", "1001", "DEMO-HS-01"))
     await client.run(stop_event)        # login, connect, sync the clock, follow the teacher
 
-1. Login (`login`): POST /api/login/ with nickname, PIN and the headset's device id. The first
-   login of an unknown device registers it (status `pending`) for a teacher/admin to approve;
-   until then the socket closes with 4403 and the client retries slowly.
+1. Register (`register_device`, optional) and log in (`login`): POST /api/login/ with
+   nickname, PIN and the headset's device id. An unknown device is registered as `pending`
+   for a teacher/admin to approve; until then the socket closes with 4403 and the client
+   retries slowly.
 2. Connect with the token as `?token=` (engines rarely set headers); the box speaks first with
    `welcome` (the current session state, if any).
 3. Clock: many `time` samples; offset = server - local (`ClockSync`). Every local instant maps
@@ -125,6 +126,30 @@ async def login(http: aiohttp.ClientSession, base_url: str, creds: Credentials) 
             raise LoginFailed(resp.status, err.get("code", "?"), err.get("message", ""))
     token: str = data["token"]
     return token
+
+
+async def register_device(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    device_id: str,
+    *,
+    model: str = "",
+    app_version: str = "",
+    org: str | None = None,
+) -> str:
+    """POST /api/devices/register/: announce the headset (model, app version) before anyone
+    logs in on it, so a teacher can approve it ahead of the lesson. Its status: `pending`,
+    `approved` or `blocked`."""
+    body: dict[str, Any] = {"device_id": device_id, "model": model, "app_version": app_version}
+    if org is not None:
+        body["org"] = org
+    async with http.post(f"{base_url}/api/devices/register/", json=body) as resp:
+        data = await resp.json(content_type=None)
+        if resp.status != 200:
+            err = (data or {}).get("error", {})
+            raise LoginFailed(resp.status, err.get("code", "?"), err.get("message", ""))
+    status: str = data["status"]
+    return status
 
 
 def websocket_url(base_url: str, token: str) -> str:
