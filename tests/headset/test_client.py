@@ -16,7 +16,10 @@ from tests.factories import PIN, Classroom, make_classroom, make_org, token
 from tests.live.support import DelayProxy, eventually
 from vrlms_edge.headset.client import (
     Applied,
+    ClockSample,
+    ClockSync,
     Credentials,
+    EventOutbox,
     HeadsetClient,
     LoginFailed,
     TeacherClient,
@@ -229,3 +232,35 @@ async def test_register_login_and_pending_device(box: RunningBox) -> None:
         assert client.welcome.device.device_id == "NEW-HS-9"
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def test_event_outbox_resends_until_acked() -> None:
+    outbox = EventOutbox("s1")
+    for n in range(3):
+        outbox.add("gaze", n, {"n": n}, None)
+    assert sorted(e.seq for e in outbox.due(100.0)) == [1, 2, 3]
+    assert outbox.due(101.0) == []  # just sent
+    outbox.ack("s1", 2)
+    outbox.ack("other-stream", 3)  # not ours: ignored
+    assert list(outbox.unacked) == [3]
+    assert [e.seq for e in outbox.due(106.0)] == [3]  # resent after 5 s
+    outbox.add("click", 9, {}, "lesson")
+    assert [e.seq for e in outbox.due(106.5)] == [4]  # new ones go at once
+    outbox.unavailable(107.0)  # the box has no ingest: hold everything
+    assert outbox.due(120.0) == []
+    outbox.all_unsent()  # reconnected: everything unacknowledged goes again
+    assert sorted(e.seq for e in outbox.due(121.0)) == [3, 4]
+
+
+def test_clock_sync_uses_each_legs_minimum() -> None:
+    clock = ClockSync()
+    offset = 5000.0  # server = local + 5000
+    # (up, down) delays; the quietest up and the quietest down are in different samples.
+    for i, (up, down) in enumerate([(30, 90), (80, 20), (50, 50)]):
+        t0 = 1000.0 * i
+        t1 = round(t0 + offset + up)
+        t2 = t1 + 1
+        clock.add(ClockSample(t0, t1, t2, t2 - offset + down))
+    assert clock.offset_ms == pytest.approx(offset + (30 - 20) / 2)
+    assert clock.min_rtt_ms == pytest.approx(100)
+    assert clock.to_local(clock.to_server(123.0)) == pytest.approx(123.0)

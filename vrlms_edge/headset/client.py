@@ -34,7 +34,7 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -75,6 +75,9 @@ SAMPLE_WINDOW: Final = 64
 SYNC_TIMEOUT_S: Final = 5.0
 # Events not covered by an event_ack after this long are sent again.
 EVENT_RESEND_S: Final = 5.0
+# A box answering `not_available` has no event ingest: keep the events, ask again this much
+# later (and after every reconnect) instead of resending into a refusal.
+EVENT_UNAVAILABLE_RETRY_S: Final = 60.0
 # Unacknowledged events kept (a lesson's worth at 10/s); beyond it the oldest are dropped and
 # counted, since a headset's memory is finite.
 MAX_UNACKED_EVENTS: Final = 20_000
@@ -327,9 +330,10 @@ class EventOutbox:
     def __init__(self, stream: str | None = None) -> None:
         self.stream = stream or secrets.token_hex(8)  # random per app start
         self._seq = itertools.count(1)
-        self.unacked: dict[int, tuple[float, protocol.Event]] = {}
+        self.unacked: OrderedDict[int, tuple[float, protocol.Event]] = OrderedDict()
         self.acked_seq = 0
         self.dropped = 0
+        self.paused_until = float("-inf")
 
     def add(
         self, kind: str, t_ms: int, data: dict[str, Any], lesson_id: str | None
@@ -343,9 +347,11 @@ class EventOutbox:
             data=data,
         )
         if len(self.unacked) >= MAX_UNACKED_EVENTS:
-            del self.unacked[next(iter(self.unacked))]
+            del self.unacked[min(self.unacked)]
             self.dropped += 1
+        # Never sent: at the front, so the next `due` sends it (the order is of last sending).
         self.unacked[event.seq] = (float("-inf"), event)
+        self.unacked.move_to_end(event.seq, last=False)
         return event
 
     def ack(self, stream: str, seq: int) -> None:
@@ -356,18 +362,28 @@ class EventOutbox:
             del self.unacked[s]
 
     def due(self, now: float, resend_after_s: float = EVENT_RESEND_S) -> list[protocol.Event]:
-        """Events never sent, or sent longer ago than resend_after_s; marks them sent."""
+        """Events never sent, or sent longer ago than resend_after_s; marks them sent.
+        `unacked` is kept in order of last sending, so this stops at the first fresh one."""
+        if now < self.paused_until:
+            return []
         out = []
-        for seq, (sent, event) in self.unacked.items():
-            if now - sent >= resend_after_s:
-                self.unacked[seq] = (now, event)
-                out.append(event)
+        for seq, (sent, event) in list(self.unacked.items()):
+            if now - sent < resend_after_s:
+                break
+            del self.unacked[seq]
+            self.unacked[seq] = (now, event)  # to the end: newest sending last
+            out.append(event)
         return out
 
     def all_unsent(self) -> None:
         """After a reconnect: everything unacknowledged goes again."""
+        self.paused_until = float("-inf")
         for seq, (_, event) in list(self.unacked.items()):
             self.unacked[seq] = (float("-inf"), event)
+
+    def unavailable(self, now: float) -> None:
+        """The box has no event ingest now: keep everything, try again later."""
+        self.paused_until = now + EVENT_UNAVAILABLE_RETRY_S
 
 
 # --- 6. reconnect ------------------------------------------------------------------------------
@@ -447,6 +463,7 @@ class HeadsetClient:
         self.connected = asyncio.Event()
         self.synced = asyncio.Event()
         self._enough_samples = asyncio.Event()
+        self._events_waiting = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._sample_id = itertools.count(1)
         self._pending_samples: dict[int, float] = {}
@@ -591,6 +608,8 @@ class HeadsetClient:
         elif isinstance(message, Error):
             code = message.error.code
             self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+            if code == protocol.NOT_AVAILABLE:
+                self.events.unavailable(time.monotonic())
 
     # --- clock sync --------------------------------------------------------------------------
 
@@ -649,13 +668,17 @@ class HeadsetClient:
         state = self.playback.state
         lesson_id = state.lesson.id if state is not None and state.lesson is not None else None
         self.events.add(kind, self.server_now_ms(), data, lesson_id)
+        self._events_waiting.set()
 
     async def _resend_events(self) -> None:
         while True:
             for event in self.events.due(time.monotonic()):
                 if await self.send(event):
                     self.stats.events_sent += 1
-            await asyncio.sleep(0.1)
+            # New events go out at once; resends are checked every second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_waiting.wait(), 1.0)
+            self._events_waiting.clear()
 
     async def send_status(self, battery: float, app: str | None = None) -> None:
         playback = self.playback
