@@ -56,6 +56,7 @@ def api_registries() -> list[ApiRegistry]:
         devices_api.routes,
         sessions_api.routes,
         timetable_api.routes,
+        ws.routes,
         openapi.routes,
         tracking.routes,
         ws.routes,

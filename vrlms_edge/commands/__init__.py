@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vrlms_edge.commands import backup, cloud, demo, devices, discover, roster, serve, sync, users
+from vrlms_edge.commands import (
+    backup,
+    cloud,
+    demo,
+    devices,
+    discover,
+    roster,
+    serve,
+    simulate,
+    sync,
+    users,
+)
 
 COMMAND_GROUPS: list[ModuleType] = [
     serve,
@@ -14,6 +25,7 @@ COMMAND_GROUPS: list[ModuleType] = [
     roster,
     backup,
     discover,
+    simulate,
     sync,
     cloud,
 ]
