@@ -22,6 +22,8 @@ from vrlms_edge.config import Settings
 from vrlms_edge.live.clock import ServerClock
 
 IN_CI = os.environ.get("CI") == "true"
+# The throwaway PostgreSQL cluster and org server fixtures.
+pytest_plugins = ["tests.orgserver"]
 
 
 def need(condition: bool, reason: str) -> None:

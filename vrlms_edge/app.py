@@ -23,6 +23,7 @@ from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
+from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.web import system, tracking, ws
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
@@ -73,4 +74,5 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(tracking_ctx)
     ws.install(app)  # after the database: the live hub writes attendance
+    app.cleanup_ctx.append(sync_ctx)
     return app

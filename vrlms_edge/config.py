@@ -52,6 +52,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     event_retention_days: int = 90
     tls: bool = False
     sync_interval_s: float = 30.0
+    # Offline: retry after sync_retry_base_s, doubling per failure up to sync_backoff_max_s,
+    # each wait jittered down to half so a school's boxes do not retry in step.
+    sync_retry_base_s: float = 5.0
+    sync_backoff_max_s: float = 300.0
+    # Rows per pull/push page (one transaction each side).
+    sync_page_size: int = 200
+    # The background sync worker on an enrolled box (off: only `vrlms-edge sync now`).
+    sync_worker: bool = True
     org_server_ca_bundle: str = ""
 
     @property
@@ -84,7 +92,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls"}:
+        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls", "sync_worker"}:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values
@@ -141,6 +149,10 @@ def _check_ranges(s: Settings) -> None:
         ("max_body_bytes", s.max_body_bytes >= 1024),
         ("event_retention_days", s.event_retention_days >= 1),
         ("box_name", 0 < len(s.box_name.encode()) <= 63),
+        ("sync_interval_s", s.sync_interval_s > 0),
+        ("sync_retry_base_s", s.sync_retry_base_s > 0),
+        ("sync_backoff_max_s", s.sync_backoff_max_s >= s.sync_retry_base_s),
+        ("sync_page_size", 1 <= s.sync_page_size <= 500),
     ]
     for key, ok in checks:
         if not ok:
