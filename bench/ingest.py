@@ -184,6 +184,8 @@ async def ws_headset(
         while acked < seq and time.monotonic() < deadline and not reader.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         reader.cancel()
+        if ws.close_code is not None:
+            print(f"{stream}: closed {ws.close_code} after {seq} sent, {acked} acked", flush=True)
     return Outcome(acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
 
 
