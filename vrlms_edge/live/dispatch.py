@@ -120,11 +120,21 @@ class Dispatch:
 
     async def text(self, conn: Connection, limits: InboundLimits, raw: str, t1: int) -> None:
         """Handle one text frame; t1 is the server time it arrived. Raises Closing."""
-        self._count(limits)
         if len(raw) > MAX_TEXT_CHARS:
+            self._count(limits)
             raise Closing(CLOSE_TOO_BIG, "text frame too large")
         try:
             message = protocol.decode_client(raw)
+        except Refusal as refusal:
+            self._count(limits)
+            self._refuse(conn, limits, refusal)
+            return
+        if not isinstance(message, Event):
+            # Events are paced by the ingest's back-pressure instead (it stops reading a
+            # headset whose events wait for the disk): counting them here would close a
+            # well-behaved headset whose backlog is read in one go after such a pause.
+            self._count(limits)
+        try:
             if isinstance(message, TimeRequest):
                 self._time(conn, limits, message, t1)
             elif isinstance(message, Ack):
