@@ -24,6 +24,7 @@ from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.sync import api as sync_api
 from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
@@ -57,6 +58,7 @@ def api_registries() -> list[ApiRegistry]:
         timetable_api.routes,
         openapi.routes,
         ws.routes,
+        sync_api.routes,
     ]
 
 
