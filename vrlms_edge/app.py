@@ -25,6 +25,7 @@ from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.sync import api as sync_api
 from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
@@ -56,10 +57,10 @@ def api_registries() -> list[ApiRegistry]:
         devices_api.routes,
         sessions_api.routes,
         timetable_api.routes,
-        ws.routes,
         openapi.routes,
         tracking.routes,
         ws.routes,
+        sync_api.routes,
     ]
 
 

@@ -104,12 +104,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {
-            "mdns",
-            "tls",
-            "sync_worker",
-            "debug_block_signal",
-        }:
+        elif raw.lower() in _BOOL_WORDS and key in _BOOL_FIELDS:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values

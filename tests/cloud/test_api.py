@@ -77,3 +77,63 @@ async def test_admin_sees_boxes_and_results_of_own_org(cloud: RunningCloud, tmp_
     finally:
         await stop_box(box)
         await stop_box(other_box)
+
+
+async def test_roster_authored_through_the_shared_rest_api_reaches_the_box(
+    cloud: RunningCloud, tmp_path: Path
+) -> None:
+    world = await seed_org(cloud.db, "zeta")
+    await add_admin(cloud.db, "zeta", "boss", "correct horse battery")
+    login = await cloud.http.post(
+        "/api/login/", json={"org": "zeta", "nickname": "boss", "password": "correct horse battery"}
+    )
+    assert login.status == 200, await login.text()
+    auth = {"Authorization": f"Bearer {(await login.json())['token']}"}
+    box = await enrolled_box(cloud, world, tmp_path / "box")
+    try:
+        made = await cloud.http.post(
+            "/api/users/",
+            json={"role": "student", "nickname": "ada", "display_name": "Ada", "pin": "4321"},
+            headers=auth,
+        )
+        assert made.status == 201, await made.text()
+        klass = await cloud.http.post("/api/classes/", json={"name": "6C"}, headers=auth)
+        assert klass.status == 201, await klass.text()
+        class_id = (await klass.json())["id"]
+        enrolled_ = await cloud.http.post(
+            f"/api/classes/{class_id}/enroll/",
+            json={"user_ids": [(await made.json())["id"]]},
+            headers=auth,
+        )
+        assert enrolled_.status == 200, await enrolled_.text()
+
+        await sync_once(box.app[DB], box.app[SETTINGS], box.app[CLOCK])
+        # The student logs in on the box with the PIN set on the org server.
+        on_box = await box.http.post(
+            "/api/login/", json={"org": "zeta", "nickname": "ada", "pin": "4321"}
+        )
+        assert on_box.status == 200, await on_box.text()
+        # The box's admin (pulled too) may not author the roster there: 409.
+        admin = await box.http.post(
+            "/api/login/",
+            json={"org": "zeta", "nickname": "boss", "password": "correct horse battery"},
+        )
+        box_auth = {"Authorization": f"Bearer {(await admin.json())['token']}"}
+        refused = await box.http.post(
+            "/api/users/",
+            json={"role": "student", "nickname": "eve", "display_name": "Eve", "pin": "1111"},
+            headers=box_auth,
+        )
+        assert refused.status == 409
+        assert (await refused.json())["error"]["code"] == "managed_by_org_server"
+        renamed = await box.http.patch(
+            f"/api/classes/{class_id}/", json={"name": "hacked"}, headers=box_auth
+        )
+        assert renamed.status == 409
+        classes = await box.http.get("/api/classes/", headers=box_auth)
+        assert "6C" in {c["name"] for c in (await classes.json())["classes"]}
+        # Teachers and students have no business on the org server.
+        teacher = await cloud.http.get("/api/users/", headers={"Authorization": "Bearer nope"})
+        assert teacher.status == 401
+    finally:
+        await stop_box(box)
