@@ -42,6 +42,7 @@ from vrlms_edge.store.models import (
 
 ACCOUNT: Final = "account"
 ADDRESS: Final = "address"
+REGISTER: Final = "register"
 # Throttle keys are stored in a 200-character column; nicknames are at most 64.
 MAX_KEY: Final = 200
 
@@ -80,6 +81,7 @@ class LoginPolicy:
     lockout_reset_s: int
     address_failure_limit: int
     address_window_s: int
+    register_limit: int = 100
 
     @classmethod
     def from_settings(cls, s: Settings) -> LoginPolicy:
@@ -91,6 +93,7 @@ class LoginPolicy:
             lockout_reset_s=s.lockout_reset_s,
             address_failure_limit=s.address_failure_limit,
             address_window_s=s.address_window_s,
+            register_limit=s.register_limit,
         )
 
     def backoff_s(self, failures: int) -> int:
@@ -192,6 +195,44 @@ async def _count_address_failure(
         row.updated_at = now
         if row.failures >= policy.address_failure_limit:
             row.locked_until = row.window_started_at + window
+
+
+async def count_new_device(
+    db: Database,
+    policy: LoginPolicy,
+    org_id: str,
+    device_id: str,
+    *,
+    address: str,
+    now: datetime,
+) -> None:
+    """Before a headset announces itself without a token: if `device_id` is new to the org,
+    count it for `address`; 429 `rate_limited` past `register_limit` in `address_window_s`."""
+    key = address[:MAX_KEY] or "unknown"
+    async with db.write() as s:
+        known = await s.execute(
+            select(Device.id).where(Device.org_id == org_id, Device.device_id == device_id)
+        )
+        if known.first() is not None:
+            return
+        row = await s.get(LoginThrottle, (REGISTER, key))
+        if row is None:
+            row = LoginThrottle(scope=REGISTER, key=key, failures=0, window_started_at=now)
+            s.add(row)
+        window = timedelta(seconds=policy.address_window_s)
+        if row.window_started_at + window <= now:
+            row.failures = 0
+            row.window_started_at = now
+        if row.failures >= policy.register_limit:
+            retry = max(1, math.ceil((row.window_started_at + window - now).total_seconds()))
+            raise AppError(
+                429,
+                "rate_limited",
+                "too many new headsets from this address: try again later",
+                headers={"Retry-After": str(retry)},
+            )
+        row.failures += 1
+        row.updated_at = now
 
 
 async def _clear_account(db: Database, key: str) -> None:
