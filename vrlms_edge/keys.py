@@ -7,6 +7,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.domain.auth import LoginGate
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
@@ -32,3 +33,5 @@ TLS: Final = web.AppKey("tls", TlsIdentity)
 HUB: Final = web.AppKey("hub", Hub)
 # Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
 FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)
+# Logins being checked right now, per account (domain/auth.py LoginGate).
+LOGIN_GATE: Final = web.AppKey("login_gate", LoginGate)

@@ -17,7 +17,7 @@ from vrlms_edge.domain import auth
 from vrlms_edge.domain.auth import LoginPolicy, LoginRequest
 from vrlms_edge.domain.tokens import resolve_token
 from vrlms_edge.errors import AppError
-from vrlms_edge.keys import CLOCK, DB
+from vrlms_edge.keys import CLOCK, DB, LOGIN_GATE
 from vrlms_edge.store.models import Device, DeviceStatus, LoginThrottle, Org
 
 POLICY = LoginPolicy(
@@ -45,7 +45,9 @@ async def attempt(
     **secret: str,
 ) -> auth.LoginAnswer:
     request = LoginRequest(nickname=nickname, **secret)  # type: ignore[arg-type]
-    return await auth.login(box.app[DB], policy, request, client_addr=addr, now=at)
+    return await auth.login(
+        box.app[DB], policy, request, client_addr=addr, now=at, gate=box.app[LOGIN_GATE]
+    )
 
 
 async def refused(box: RunningBox, nickname: str, *, at: datetime, **kw: str) -> AppError:
@@ -225,6 +227,7 @@ async def test_org_is_required_when_the_box_holds_several(box: RunningBox) -> No
         LoginRequest(nickname="student0", pin=PIN, org="beta"),
         client_addr="x",
         now=t,
+        gate=box.app[LOGIN_GATE],
     )
     assert answer.org.id == beta.org.id
     unknown = await refused(box, "student0", at=t, pin=PIN, org="gamma")
