@@ -247,3 +247,19 @@ async def test_logout_revokes_and_throttle_rows_are_cleared(box: RunningBox) -> 
         rows = list((await s.execute(select(LoginThrottle))).scalars())
         orgs = list((await s.execute(select(Org))).scalars())
     assert rows == [] and len(orgs) == 1
+
+
+async def test_after_a_lock_runs_out_one_guess_at_a_time(box: RunningBox) -> None:
+    await make_org(box.app[DB])
+    t = now0(box)
+    for _ in range(5):
+        await refused(box, "student0", at=t, pin="0000")
+    later = t + timedelta(seconds=31)
+    results = await asyncio.gather(
+        *(attempt(box, "student0", at=later, pin=f"{i:04d}") for i in range(7000, 7010)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, AppError) and r.code == "locked_out" for r in results)
+    # Exactly one guess was checked: it failed and locked for twice as long.
+    retry_afters = sorted(int(r.headers["Retry-After"]) for r in results)  # type: ignore[union-attr]
+    assert retry_afters == [1] * 9 + [60]
