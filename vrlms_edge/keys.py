@@ -24,6 +24,8 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# Logins being checked right now, per account (domain/auth.py LoginGate).
+LOGIN_GATE: Final = web.AppKey("login_gate", LoginGate)
 # The OpenAPI document of the API, built once from the route tables (web/openapi.py).
 OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
 # Only set with the `tls` setting: the certificate, its SSL context and its SHA-256 fingerprint
@@ -33,5 +35,3 @@ TLS: Final = web.AppKey("tls", TlsIdentity)
 HUB: Final = web.AppKey("hub", Hub)
 # Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
 FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)
-# Logins being checked right now, per account (domain/auth.py LoginGate).
-LOGIN_GATE: Final = web.AppKey("login_gate", LoginGate)
