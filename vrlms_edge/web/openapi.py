@@ -104,11 +104,20 @@ def _query_parameters(schema_ref: dict[str, Any], components: dict[str, Any]) ->
     return params
 
 
+def schema_hook(kind: type) -> dict[str, Any]:
+    """JSON schema of types msgspec cannot describe: `msgspec.Raw` is any JSON value."""
+    if kind is msgspec.Raw:
+        return {}
+    raise NotImplementedError
+
+
 def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route in `registries`."""
     all_routes = [route for registry in registries for route in registry.routes]
     types = _struct_types(all_routes)
-    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    refs, components = msgspec.json.schema_components(
+        types, ref_template=REF, schema_hook=schema_hook
+    )
     ref_of = dict(zip(types, refs, strict=True))
     error_ref = ref_of[Error]
     paths: dict[str, dict[str, Any]] = {}
