@@ -17,9 +17,10 @@ from aiohttp import web
 
 from vrlms_edge.config import Settings
 from vrlms_edge.discovery.advertiser import mdns_ctx
+from vrlms_edge.domain.auth import LoginGate
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED, TLS
+from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, LOGIN_GATE, OPENAPI, SETTINGS, STARTED, TLS
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
@@ -101,6 +102,7 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app[SETTINGS] = settings
     app[CLOCK] = clock or ServerClock()
     app[STARTED] = app[CLOCK].monotonic()
+    app[LOGIN_GATE] = LoginGate()
     app[BROADCAST] = NoBroadcast(settings.start_lead_floor_ms)
     aiohttp_jinja2.setup(
         app,

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Per client address: failures only (a classroom behind one NAT logs in at once).
     address_failure_limit: int = 30
     address_window_s: int = 300
+    # Headsets announced for the first time (POST /api/devices/register/, no token needed)
+    # per client address and address_window_s: room for a whole class, not for a flood.
+    register_limit: int = 100
     # An account's failure count is forgotten after this long without a failure.
     lockout_reset_s: int = 24 * 3600
     # Scheduled sessions with auto_start: how often the box looks for due ones, and how long
@@ -157,6 +160,7 @@ def _check_ranges(s: Settings) -> None:
         ("address_failure_limit", s.address_failure_limit >= 1),
         ("address_window_s", s.address_window_s >= 1),
         ("lockout_reset_s", s.lockout_reset_s >= 1),
+        ("register_limit", s.register_limit >= 1),
         ("schedule_poll_s", 0.01 <= s.schedule_poll_s <= 3600),
         ("auto_start_grace_s", s.auto_start_grace_s >= 0),
         ("heartbeat_s", 0.05 <= s.heartbeat_s <= 600),

@@ -7,6 +7,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.domain.auth import LoginGate
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
@@ -26,6 +27,8 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# Logins being checked right now, per account (domain/auth.py LoginGate).
+LOGIN_GATE: Final = web.AppKey("login_gate", LoginGate)
 # The OpenAPI document of the API, built once from the route tables (web/openapi.py).
 OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
 # Only set with the `tls` setting: the certificate, its SSL context and its SHA-256 fingerprint

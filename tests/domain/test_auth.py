@@ -17,7 +17,7 @@ from vrlms_edge.domain import auth
 from vrlms_edge.domain.auth import LoginPolicy, LoginRequest
 from vrlms_edge.domain.tokens import resolve_token
 from vrlms_edge.errors import AppError
-from vrlms_edge.keys import CLOCK, DB
+from vrlms_edge.keys import CLOCK, DB, LOGIN_GATE
 from vrlms_edge.store.models import Device, DeviceStatus, LoginThrottle, Org
 
 POLICY = LoginPolicy(
@@ -45,7 +45,9 @@ async def attempt(
     **secret: str,
 ) -> auth.LoginAnswer:
     request = LoginRequest(nickname=nickname, **secret)  # type: ignore[arg-type]
-    return await auth.login(box.app[DB], policy, request, client_addr=addr, now=at)
+    return await auth.login(
+        box.app[DB], policy, request, client_addr=addr, now=at, gate=box.app[LOGIN_GATE]
+    )
 
 
 async def refused(box: RunningBox, nickname: str, *, at: datetime, **kw: str) -> AppError:
@@ -225,6 +227,7 @@ async def test_org_is_required_when_the_box_holds_several(box: RunningBox) -> No
         LoginRequest(nickname="student0", pin=PIN, org="beta"),
         client_addr="x",
         now=t,
+        gate=box.app[LOGIN_GATE],
     )
     assert answer.org.id == beta.org.id
     unknown = await refused(box, "student0", at=t, pin=PIN, org="gamma")
@@ -244,3 +247,19 @@ async def test_logout_revokes_and_throttle_rows_are_cleared(box: RunningBox) -> 
         rows = list((await s.execute(select(LoginThrottle))).scalars())
         orgs = list((await s.execute(select(Org))).scalars())
     assert rows == [] and len(orgs) == 1
+
+
+async def test_after_a_lock_runs_out_one_guess_at_a_time(box: RunningBox) -> None:
+    await make_org(box.app[DB])
+    t = now0(box)
+    for _ in range(5):
+        await refused(box, "student0", at=t, pin="0000")
+    later = t + timedelta(seconds=31)
+    results = await asyncio.gather(
+        *(attempt(box, "student0", at=later, pin=f"{i:04d}") for i in range(7000, 7010)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, AppError) and r.code == "locked_out" for r in results)
+    # Exactly one guess was checked: it failed and locked for twice as long.
+    retry_afters = sorted(int(r.headers["Retry-After"]) for r in results)  # type: ignore[union-attr]
+    assert retry_afters == [1] * 9 + [60]

@@ -24,6 +24,8 @@ async def test_document_covers_every_route_with_roles_and_schemas(box: RunningBo
             ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             assert ref.rsplit("/", 1)[-1] in doc["components"]["schemas"]
             assert {"400", "413", "422"} <= set(op["responses"])
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) == len(routes)
     login = doc["paths"]["/api/login/"]["post"]
     assert "Retry-After" in login["responses"]["429"]["headers"]
     answer = doc["components"]["schemas"]["LoginAnswer"]

@@ -4,10 +4,10 @@ Rules (PROTOCOL.md "Login rules"):
 - students log in with a 4-digit PIN, teachers with their PIN or password, admins with a
   password; an unknown or disabled nickname runs scrypt against a dummy hash, so it costs the
   same time as a wrong PIN and answers the same 401 `invalid_credentials`;
-- per account (org + nickname, known or not): each attempt is counted *before* the secret is
-  checked, so parallel guesses cannot slip past the lock. Reaching `lockout_threshold` locks the
+- per account (org + nickname, known or not): reaching `lockout_threshold` failures locks the
   account for `lockout_base_s`, doubling with every further failure up to `lockout_max_s`
-  (429 `locked_out` with Retry-After); a correct secret clears the count;
+  (429 `locked_out` with Retry-After); a correct secret clears the count. Attempts still
+  being checked count too (`LoginGate`), so parallel guesses cannot slip past the lock;
 - per client address: only failures are counted (after the check), so a classroom of headsets
   behind one NAT logging in at once is never throttled by its own successes;
 - a device_id in the login must be an approved device that is not bound to another user.
@@ -15,7 +15,9 @@ Rules (PROTOCOL.md "Login rules"):
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Final
@@ -42,6 +44,7 @@ from vrlms_edge.store.models import (
 
 ACCOUNT: Final = "account"
 ADDRESS: Final = "address"
+REGISTER: Final = "register"
 # Throttle keys are stored in a 200-character column; nicknames are at most 64.
 MAX_KEY: Final = 200
 
@@ -80,6 +83,7 @@ class LoginPolicy:
     lockout_reset_s: int
     address_failure_limit: int
     address_window_s: int
+    register_limit: int = 100
 
     @classmethod
     def from_settings(cls, s: Settings) -> LoginPolicy:
@@ -91,6 +95,7 @@ class LoginPolicy:
             lockout_reset_s=s.lockout_reset_s,
             address_failure_limit=s.address_failure_limit,
             address_window_s=s.address_window_s,
+            register_limit=s.register_limit,
         )
 
     def backoff_s(self, failures: int) -> int:
@@ -142,56 +147,118 @@ def _stored_secret(user: User | None, request: LoginRequest) -> str | None:
     return user.pin_hash if role in (Role.teacher, Role.student) else None
 
 
-async def _count_attempt(
-    db: Database, policy: LoginPolicy, key: str, now: datetime
-) -> float | None:
-    """Count one attempt on the account before its secret is checked.
+class LoginGate:
+    """Logins being checked right now, per account, in this process.
 
-    Raises 429 when the account is locked. Returns the lock length in seconds when this
-    attempt reached the lock (so a failure answers 429 at once), else None."""
-    async with db.write() as s:
-        row = await s.get(LoginThrottle, (ACCOUNT, key))
-        if row is None:
-            row = LoginThrottle(scope=ACCOUNT, key=key, failures=0, window_started_at=now)
-            s.add(row)
-        if row.locked_until is not None and row.locked_until > now:
-            raise _locked((row.locked_until - now).total_seconds(), ACCOUNT)
-        if row.failures and row.updated_at < now - timedelta(seconds=policy.lockout_reset_s):
-            row.failures = 0  # old failures are forgotten
-        row.failures += 1
-        row.updated_at = now
-        if row.failures >= policy.lockout_threshold:
-            lock_s = policy.backoff_s(row.failures)
-            row.locked_until = now + timedelta(seconds=lock_s)
-            return float(lock_s)
-        return None
+    An attempt is let through only while the account's stored failures plus the attempts
+    still in flight stay under the threshold, so parallel guesses cannot slip past the lock;
+    and a success needs no write for the count at all."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def attempt(self, key: str) -> Iterator[int]:
+        """Hold one attempt on `key`; yields how many others were in flight already."""
+        before = self._in_flight.get(key, 0)
+        self._in_flight[key] = before + 1
+        try:
+            yield before
+        finally:
+            left = self._in_flight[key] - 1
+            if left:
+                self._in_flight[key] = left
+            else:
+                del self._in_flight[key]
 
 
-async def _address_retry_after(db: Database, address: str, now: datetime) -> float | None:
-    async with db.read() as s:
-        row = await s.get(LoginThrottle, (ADDRESS, address))
+def _live_failures(row: LoginThrottle | None, policy: LoginPolicy, now: datetime) -> int:
+    if row is None:
+        return 0
+    if row.updated_at < now - timedelta(seconds=policy.lockout_reset_s):
+        return 0  # old failures are forgotten
+    return row.failures
+
+
+def _lock_left(row: LoginThrottle | None, now: datetime) -> float | None:
     if row is not None and row.locked_until is not None and row.locked_until > now:
         return (row.locked_until - now).total_seconds()
     return None
 
 
-async def _count_address_failure(
-    db: Database, policy: LoginPolicy, address: str, now: datetime
-) -> None:
+async def _count_failure(
+    db: Database, policy: LoginPolicy, key: str, address: str, now: datetime
+) -> float | None:
+    """One failed login: +1 for the account (locking it at the threshold, for the back-off)
+    and +1 for the client address, in one transaction. The lock length if this failure
+    locked the account."""
     async with db.write() as s:
-        row = await s.get(LoginThrottle, (ADDRESS, address))
+        row = await s.get(LoginThrottle, (ACCOUNT, key))
         if row is None:
-            row = LoginThrottle(scope=ADDRESS, key=address, failures=0, window_started_at=now)
+            row = LoginThrottle(
+                scope=ACCOUNT, key=key, failures=0, window_started_at=now, updated_at=now
+            )
+            s.add(row)
+        row.failures = _live_failures(row, policy, now) + 1
+        row.updated_at = now
+        lock_s = None
+        if row.failures >= policy.lockout_threshold:
+            lock_s = policy.backoff_s(row.failures)
+            row.locked_until = now + timedelta(seconds=lock_s)
+        by_address = await s.get(LoginThrottle, (ADDRESS, address))
+        if by_address is None:
+            by_address = LoginThrottle(
+                scope=ADDRESS, key=address, failures=0, window_started_at=now
+            )
+            s.add(by_address)
+        window = timedelta(seconds=policy.address_window_s)
+        if by_address.window_started_at + window <= now:
+            by_address.failures = 0
+            by_address.window_started_at = now
+            by_address.locked_until = None
+        by_address.failures += 1
+        by_address.updated_at = now
+        if by_address.failures >= policy.address_failure_limit:
+            by_address.locked_until = by_address.window_started_at + window
+        return None if lock_s is None else float(lock_s)
+
+
+async def count_new_device(
+    db: Database,
+    policy: LoginPolicy,
+    org_id: str,
+    device_id: str,
+    *,
+    address: str,
+    now: datetime,
+) -> None:
+    """Before a headset announces itself without a token: if `device_id` is new to the org,
+    count it for `address`; 429 `rate_limited` past `register_limit` in `address_window_s`."""
+    key = address[:MAX_KEY] or "unknown"
+    async with db.write() as s:
+        known = await s.execute(
+            select(Device.id).where(Device.org_id == org_id, Device.device_id == device_id)
+        )
+        if known.first() is not None:
+            return
+        row = await s.get(LoginThrottle, (REGISTER, key))
+        if row is None:
+            row = LoginThrottle(scope=REGISTER, key=key, failures=0, window_started_at=now)
             s.add(row)
         window = timedelta(seconds=policy.address_window_s)
         if row.window_started_at + window <= now:
             row.failures = 0
             row.window_started_at = now
-            row.locked_until = None
+        if row.failures >= policy.register_limit:
+            retry = max(1, math.ceil((row.window_started_at + window - now).total_seconds()))
+            raise AppError(
+                429,
+                "rate_limited",
+                "too many new headsets from this address: try again later",
+                headers={"Retry-After": str(retry)},
+            )
         row.failures += 1
         row.updated_at = now
-        if row.failures >= policy.address_failure_limit:
-            row.locked_until = row.window_started_at + window
 
 
 async def _clear_account(db: Database, key: str) -> None:
@@ -213,6 +280,7 @@ async def login(
     *,
     client_addr: str,
     now: datetime,
+    gate: LoginGate,
 ) -> LoginAnswer:
     """Check the credentials and device; answer a fresh bearer token. Raises AppError."""
     if (request.pin is None) == (request.password is None):
@@ -224,27 +292,38 @@ async def login(
         )
     org = await resolve_org(db, request.org)
     address = client_addr[:MAX_KEY] or "unknown"
-    retry = await _address_retry_after(db, address, now)
-    if retry is not None:
-        raise _locked(retry, ADDRESS)
     key = f"{org.id}:{request.nickname}"[:MAX_KEY]
-    lock_s = await _count_attempt(db, policy, key, now)
     async with db.read() as s:
+        by_address = await s.get(LoginThrottle, (ADDRESS, address))
+        account = await s.get(LoginThrottle, (ACCOUNT, key))
         user = (
             await s.execute(
                 select(User).where(User.org_id == org.id, User.nickname == request.nickname)
             )
         ).scalar_one_or_none()
-    secret = request.pin if request.pin is not None else request.password
-    assert secret is not None
-    stored = _stored_secret(user, request)
-    ok = await verify_secret_async(secret, stored) and stored is not None
-    if not ok or user is None:
-        await _count_address_failure(db, policy, address, now)
-        if lock_s is not None:
-            raise _locked(lock_s, ACCOUNT)
-        raise _invalid_credentials()
-    await _clear_account(db, key)
+    retry = _lock_left(by_address, now)
+    if retry is not None:
+        raise _locked(retry, ADDRESS)
+    retry = _lock_left(account, now)
+    if retry is not None:
+        raise _locked(retry, ACCOUNT)
+    failures = _live_failures(account, policy, now)
+    with gate.attempt(key) as in_flight:
+        # Guesses left before the lock (one at a time once a lock has run out): attempts
+        # still being checked use them up, so parallel guesses cannot pass the lock.
+        if in_flight >= max(1, policy.lockout_threshold - failures):
+            raise _locked(1, ACCOUNT)
+        secret = request.pin if request.pin is not None else request.password
+        assert secret is not None
+        stored = _stored_secret(user, request)
+        ok = await verify_secret_async(secret, stored) and stored is not None
+        if not ok or user is None:
+            lock_s = await _count_failure(db, policy, key, address, now)
+            if lock_s is not None:
+                raise _locked(lock_s, ACCOUNT)
+            raise _invalid_credentials()
+    if account is not None:
+        await _clear_account(db, key)
     device_pk = None
     if request.device_id is not None:
         device = await devices.admit(db, org.id, request.device_id, user.id, seen_at=now)

@@ -150,8 +150,9 @@ def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref_of[route.body]}},
             }
         responses: dict[str, Any] = {}
-        if route.status == 204:
-            responses["204"] = {"description": "Done (no body)"}
+        if route.status in (202, 204) and route.response is None:
+            text = "Accepted" if route.status == 202 else "Done"
+            responses[str(route.status)] = {"description": f"{text} (no body)"}
         elif route.response is not None:
             responses[str(route.status)] = {
                 "description": "OK",

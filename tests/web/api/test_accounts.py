@@ -181,3 +181,25 @@ async def test_foreign_cursors_are_refused_not_crashed_on(box: RunningBox) -> No
             cursor = base64.urlsafe_b64encode(repr(key).replace("'", '"').encode()).decode()
             async with box.http.get(f"{path}?cursor={cursor.rstrip('=')}", headers=tok) as resp:
                 assert resp.status in (200, 422), (path, key, resp.status)
+
+
+async def test_new_headsets_from_one_address_are_limited(tmp_path: Path) -> None:
+    box = await conftest.start_box(conftest.test_settings(tmp_path / "data", register_limit=3))
+    try:
+        await make_org(box.app[DB])
+        statuses = []
+        for i in range(4):
+            async with box.http.post(
+                "/api/devices/register/", json={"device_id": f"hs-{i}"}
+            ) as resp:
+                statuses.append(resp.status)
+                retry = resp.headers.get("Retry-After")
+        assert statuses == [200, 200, 200, 429] and retry is not None
+        # Known headsets announce themselves again freely (app start, new version).
+        for _ in range(5):
+            async with box.http.post(
+                "/api/devices/register/", json={"device_id": "hs-0", "app_version": "2.0"}
+            ) as resp:
+                assert resp.status == 200
+    finally:
+        await conftest.stop_box(box)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from vrlms_edge.domain import auth
-from vrlms_edge.keys import CLOCK, DB, SETTINGS
+from vrlms_edge.keys import CLOCK, DB, LOGIN_GATE, SETTINGS
 from vrlms_edge.web.routing import (
     ALL_ROLES,
     ANYONE,
@@ -37,6 +37,7 @@ async def login(request: web.Request) -> web.Response:
         body,
         client_addr=request.remote or "unknown",
         now=app[CLOCK].now(),
+        gate=app[LOGIN_GATE],
     )
     return json_response(answer)
 

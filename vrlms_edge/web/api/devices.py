@@ -10,7 +10,7 @@ from aiohttp import web
 
 from vrlms_edge.domain import auth, devices
 from vrlms_edge.domain.devices import DevicePage, DeviceView
-from vrlms_edge.keys import CLOCK, DB
+from vrlms_edge.keys import CLOCK, DB, SETTINGS
 from vrlms_edge.web.api.common import Id, PageQuery
 from vrlms_edge.web.routing import (
     ANYONE,
@@ -63,14 +63,19 @@ def _device(request: web.Request) -> str:
     tag="devices",
     body=DeviceAnnouncement,
     response=DeviceStatusView,
-    errors=(400, 503),
+    errors=(400, 429, 503),
 )
 async def register(request: web.Request) -> web.Response:
     body = await parse_body(request, DeviceAnnouncement)
     app = request.app
     org = await auth.resolve_org(app[DB], body.org)
+    now = app[CLOCK].now()
+    policy = auth.LoginPolicy.from_settings(app[SETTINGS])
+    await auth.count_new_device(
+        app[DB], policy, org.id, body.device_id, address=request.remote or "unknown", now=now
+    )
     view = await devices.register_device(
-        app[DB], org.id, body.device_id, body.model, body.app_version, seen_at=app[CLOCK].now()
+        app[DB], org.id, body.device_id, body.model, body.app_version, seen_at=now
     )
     return json_response(DeviceStatusView(id=view.id, device_id=view.device_id, status=view.status))
 
