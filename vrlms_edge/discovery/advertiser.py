@@ -26,7 +26,7 @@ from vrlms_edge.discovery.interfaces import (
 )
 from vrlms_edge.discovery.service import BoxAdvert
 from vrlms_edge.domain.box import BoxInfo
-from vrlms_edge.keys import BOX, DB, SETTINGS, TLS_FINGERPRINT
+from vrlms_edge.keys import BOX, DB, SETTINGS, TLS
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import Org
 
@@ -141,7 +141,8 @@ async def mdns_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("mDNS: not advertising, the box listens on an ephemeral port (port=0)")
         yield
         return
-    advertiser = Advertiser(settings, app[BOX], app[DB], app.get(TLS_FINGERPRINT))
+    tls = app.get(TLS)
+    advertiser = Advertiser(settings, app[BOX], app[DB], tls.fingerprint if tls else None)
     task = asyncio.create_task(advertiser.run(), name="mdns-advertiser")
     try:
         yield
