@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ def netns_available() -> tuple[bool, str]:
     if made.returncode != 0:
         return False, f"ip netns add failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    sweep_stale_namespaces()
     return True, ""
 
 
@@ -101,8 +104,26 @@ class Lan:
 
     def close(self) -> None:
         for ns in [*self.members, self.hub]:
-            ip("netns", "del", ns, check=False)
+            delete_namespace(ns)
         self.members.clear()
+
+
+def delete_namespace(ns: str) -> None:
+    # `ip netns exec` children that are still exiting keep the namespace file mounted in their
+    # own mount namespace, and deleting fails with EBUSY for a moment.
+    for _ in range(20):
+        if ip("netns", "del", ns, check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+
+
+def sweep_stale_namespaces() -> None:
+    """Delete namespaces left by test runs that died (their creating process is gone)."""
+    listed = ip("netns", "list", check=False).stdout.split()
+    for ns in listed:
+        match = re.fullmatch(r"vrlms-d-[a-z]+-(\d+)-\d+", ns)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            delete_namespace(ns)
 
 
 def netns_exec(ns: str, argv: Sequence[str]) -> list[str]:

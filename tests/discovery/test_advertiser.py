@@ -21,6 +21,7 @@ from tests.discovery.netns import Lan, ip
 from vrlms_edge.discovery.advertiser import single_org_slug
 from vrlms_edge.keys import DB
 from vrlms_edge.store.models import Org
+from vrlms_edge.tls import CERT_FILE, fingerprint_of
 
 
 def fetch(spaces: Namespaces, ns: str, port: int, path: str) -> str:
@@ -68,7 +69,9 @@ def test_client_finds_box_with_protocol_txt(lan: Lan, spaces: Namespaces) -> Non
 
 
 @pytest.mark.netns
-def test_goodbye_on_shutdown_then_new_port_after_restart(lan: Lan, spaces: Namespaces) -> None:
+def test_goodbye_on_shutdown_then_new_port_and_tls_after_restart(
+    lan: Lan, spaces: Namespaces
+) -> None:
     a, b = lan.add("a"), lan.add("b")
     watcher = spaces.watch(b)
     first = spaces.box(a, port=8080, tag="room")
@@ -77,10 +80,14 @@ def test_goodbye_on_shutdown_then_new_port_after_restart(lan: Lan, spaces: Names
     first.stop()
     # Without goodbye packets the client would keep the PTR record for its TTL (75 min).
     watcher.wait_for("box removed", lambda e: e["event"] == "removed" and e["name"] == "Room 12")
-    spaces.box(a, port=8081, tag="room")  # same data dir: same box id
+    # Same data dir (same box id), another port, and now with TLS.
+    second = spaces.box(a, port=8081, tag="room", env={"VRLMS_TLS": "on"})
     event, _ = watcher.wait_for("box on 8081", lambda e: e["event"] == "added")
     assert (event["name"], event["port"]) == ("Room 12", 8081)
     assert event["txt"]["id"] == added["txt"]["id"]
+    # Headsets pin `fp`: it must be the certificate the box actually serves.
+    cert = (second.data_dir / CERT_FILE).read_bytes()
+    assert (event["txt"]["tls"], event["txt"]["fp"]) == ("1", fingerprint_of(cert))
 
 
 @pytest.mark.netns

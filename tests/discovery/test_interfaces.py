@@ -5,6 +5,8 @@ from __future__ import annotations
 import ifaddr
 from zeroconf import IPVersion
 
+from vrlms_edge.config import Settings
+from vrlms_edge.discovery.advertiser import advertised_interfaces
 from vrlms_edge.discovery.interfaces import choose_interfaces
 
 LO = ifaddr.Adapter(
@@ -66,3 +68,10 @@ def test_same_adapters_compare_equal() -> None:
     assert choose_interfaces([WLAN, ETH, LO]) == choose_interfaces([LO, ETH, WLAN])
     moved = ifaddr.Adapter("wlan0", "wlan0", [ifaddr.IP("10.9.0.8", 16, "wlan0")], index=3)
     assert choose_interfaces([LO, ETH, moved]) != choose_interfaces([LO, ETH, WLAN])
+
+
+def test_box_advertises_where_it_listens() -> None:
+    assert advertised_interfaces(Settings()) == []  # 0.0.0.0: every non-loopback interface
+    assert advertised_interfaces(Settings(host="10.9.0.7")) == ["10.9.0.7"]
+    configured = Settings(host="10.9.0.7", mdns_interfaces=["wlan0"])
+    assert advertised_interfaces(configured) == ["wlan0"]

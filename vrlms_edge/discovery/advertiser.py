@@ -48,6 +48,16 @@ async def single_org_slug(db: Database) -> str | None:
     return slugs[0] if len(slugs) == 1 else None
 
 
+def advertised_interfaces(settings: Settings) -> list[str]:
+    """`mdns_interfaces`, else the listen address when the box listens on one address only
+    (announcing addresses the box does not listen on would send headsets nowhere)."""
+    if settings.mdns_interfaces:
+        return list(settings.mdns_interfaces)
+    if settings.host not in ("", "0.0.0.0", "::"):
+        return [settings.host]
+    return []
+
+
 class Advertiser:
     """Keeps the box's service registered on the current addresses of the chosen interfaces."""
 
@@ -64,14 +74,16 @@ class Advertiser:
 
     async def run(self) -> None:
         """Poll forever; each change of the chosen addresses is applied once."""
+        wanted = advertised_interfaces(self._settings)
         while True:
-            choice = current_interfaces(self._settings.mdns_interfaces)
+            choice = current_interfaces(wanted)
             if choice != self._applied:
                 try:
                     await self._apply(choice)
                     self._applied = choice
-                except Exception:  # keep advertising attempts alive; retried on the next poll
+                except Exception:  # keep trying: start over from scratch on the next poll
                     log.exception("mDNS: could not advertise on %s", choice.addresses)
+                    await self.close()
             await asyncio.sleep(POLL_INTERVAL_S)
 
     async def _apply(self, choice: InterfaceChoice) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,10 +121,18 @@ class BoxBrowser:
             return  # removed meanwhile (goodbye): do not bring it back from the cache
         box = BoxAdvert.found_box(info)
         previous = self.found.get(name)
-        if previous == box:
+        if previous is not None and _unscoped(previous) == _unscoped(box):
+            # Only an IPv6 scope id appeared or went (it depends on which packet filled the
+            # cache): nothing a user would call a change. Keep the scoped, usable form.
+            if sum("%" in a for a in box.addresses) > sum("%" in a for a in previous.addresses):
+                self.found[name] = box
             return
         self.found[name] = box
         self.events.put_nowait(BoxEvent("added" if previous is None else "updated", box.name, box))
+
+
+def _unscoped(box: FoundBox) -> FoundBox:
+    return dataclasses.replace(box, addresses=sorted(a.split("%")[0] for a in box.addresses))
 
 
 async def discover(
