@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ async def _dump(db: Database) -> dict[str, Any]:
 
 
 async def test_roster_changes_on_org_server_appear_on_box(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "west")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         first = await _dump(db)
@@ -91,9 +92,11 @@ async def test_roster_changes_on_org_server_appear_on_box(
         await stop_box(box)
 
 
-async def test_box_results_appear_on_org_server(cloud: RunningCloud, tmp_path: Path) -> None:
+async def test_box_results_appear_on_org_server(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
     world = await seed_org(cloud.db, "valley")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         ids = await make_results(db, world, 5)
@@ -124,12 +127,12 @@ async def test_box_results_appear_on_org_server(cloud: RunningCloud, tmp_path: P
 
 
 async def test_a_row_the_org_server_lacks_is_sent_first(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     """A result refers to a session the box never queued: the org server names it as
     missing, the box queues the session and both arrive in the same run."""
     world = await seed_org(cloud.db, "hill")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         async with db.write() as s:
@@ -159,10 +162,10 @@ async def test_a_row_the_org_server_lacks_is_sent_first(
 
 
 async def test_stages_only_move_forward_and_a_killed_push_resumes(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "lake")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         await advance(db, 7, "pushing")
@@ -182,10 +185,10 @@ async def test_stages_only_move_forward_and_a_killed_push_resumes(
 
 
 async def test_org_authored_rows_are_read_only_on_an_enrolled_box(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "dale")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         with pytest.raises(AppError) as refused:
@@ -208,12 +211,12 @@ async def test_org_authored_rows_are_read_only_on_an_enrolled_box(
 
 
 async def test_results_made_offline_sync_when_the_link_returns(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "fen")
     proxy = FaultProxy(int(cloud.url.rsplit(":", 1)[1]))
     await proxy.start()
-    data = tmp_path / "box"
+    data = box_dir("box")
     settings = box_settings(
         data, sync_interval_s=0.2, sync_retry_base_s=0.05, sync_backoff_max_s=0.3
     )
@@ -269,3 +272,22 @@ def test_backoff_doubles_caps_and_jitters() -> None:
     assert 1.0 <= waits[0] <= 2.0
     assert all(w <= 60.0 for w in waits) and max(waits) >= 30.0
     assert len({round(w, 6) for w in waits}) == len(waits)
+
+
+async def test_a_provisioning_file_enrolls_the_box_by_itself(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
+    world = await seed_org(cloud.db, "moor")
+    data = box_dir("box")
+    token = await token_for(cloud.db, world.org.id)
+    (data / "enrollment.toml").write_text(f'url = "{cloud.url}"\ntoken = "{token}"\n')
+    box = await start_box(box_settings(data, sync_interval_s=0.2, sync_retry_base_s=0.05))
+    try:
+        db = box.app[DB]
+        await _until(lambda: _pulled(db), 20)
+        assert (data / "enrollment.toml.done").exists()
+        assert not (data / "enrollment.toml").exists()
+        status = (await sync_status(db)).org_id
+        assert status == world.org.id
+    finally:
+        await stop_box(box)
