@@ -133,6 +133,11 @@ async def test_roster_authored_through_the_shared_rest_api_reaches_the_box(
             f"/api/classes/{class_id}/", json={"name": "hacked"}, headers=box_auth
         )
         assert renamed.status == 409
+        sync_state = await (await box.http.get("/api/sync/status", headers=box_auth)).json()
+        assert sync_state["managed_by_org_server"] is True
+        assert sync_state["sync"]["org_id"] == world.org.id
+        asked = await box.http.post("/api/sync/now", headers=box_auth)
+        assert asked.status == 202 and (await asked.json()) == {"requested": True}
         classes = await box.http.get("/api/classes/", headers=box_auth)
         assert "6C" in {c["name"] for c in (await classes.json())["classes"]}
         # Teachers and students have no business on the org server.
