@@ -6,7 +6,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_type_hints
 
 import msgspec
 
@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
 _FIELDS: Final = frozenset(Settings.__struct_fields__)
 _LIST_FIELDS: Final = frozenset({"mdns_interfaces"})
+# on/off/yes/no are accepted for every boolean setting (msgspec itself takes true/false/1/0).
+_BOOL_FIELDS: Final = frozenset(
+    name for name, kind in get_type_hints(Settings).items() if kind is bool
+)
 _BOOL_WORDS: Final = {"on": True, "off": False, "yes": True, "no": False}
 
 
@@ -100,12 +104,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {
-            "mdns",
-            "tls",
-            "debug_block_signal",
-            "sync_worker",
-        }:
+        elif raw.lower() in _BOOL_WORDS and key in _BOOL_FIELDS:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values

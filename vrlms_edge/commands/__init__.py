@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vrlms_edge.commands import backup, cloud, demo, devices, discover, roster, serve, sync, users
+from vrlms_edge.commands import (
+    backup,
+    cloud,
+    demo,
+    devices,
+    discover,
+    provision,
+    roster,
+    serve,
+    simulate,
+    sync,
+    users,
+)
 
 COMMAND_GROUPS: list[ModuleType] = [
     serve,
@@ -14,6 +26,8 @@ COMMAND_GROUPS: list[ModuleType] = [
     roster,
     backup,
     discover,
-    cloud,
+    provision,
+    simulate,
     sync,
+    cloud,
 ]

@@ -226,9 +226,10 @@ def device_admission(device: DeviceView | Device, user_id: str) -> None:
         raise forbidden("this headset is blocked", "device_blocked")
     if status != DeviceStatus.approved:
         raise forbidden("this headset waits for a teacher to approve it", "device_pending")
-    bound = device.bound_user.id if isinstance(device, DeviceView) and device.bound_user else None
     if isinstance(device, Device):
         bound = device.bound_user_id
+    else:
+        bound = device.bound_user.id if device.bound_user is not None else None
     if bound is not None and bound != user_id:
         raise forbidden("this headset belongs to another student", "device_bound_to_other")
 

@@ -65,6 +65,10 @@ class StudentEntry:
     last_seen_ms: int | None = None
     status: Status | None = None
     frame_ms: int | None = None
+    lesson_id: str | None = None
+    progress: float | None = None
+    target: str | None = None
+    frame_rev: int = 0
 
     def live(self) -> StudentLive:
         conn = self.conn
@@ -80,6 +84,10 @@ class StudentEntry:
             last_seen_ms=self.last_seen_ms,
             status=self.status,
             frame_ms=self.frame_ms,
+            lesson_id=self.lesson_id,
+            progress=self.progress,
+            target=self.target,
+            frame_rev=self.frame_rev,
         )
 
 
@@ -258,6 +266,7 @@ class Hub:
             self.attendance.seen(conn.device_pk)
 
     def leave(self, conn: Connection) -> None:
+        """Remove a connection (idempotent: the watchdog and the endpoint may both call it)."""
         self.connections.discard(conn)
         if conn.device_pk is not None and self._by_device.get(conn.device_pk) is conn:
             del self._by_device[conn.device_pk]
@@ -356,6 +365,28 @@ class Hub:
             entry.frame_ms = now_ms
             room.dirty = True
 
+    def track(
+        self,
+        user_id: str,
+        *,
+        progress: tuple[str, float] | None = None,
+        target: str | None = None,
+        frame_rev: int | None = None,
+    ) -> None:
+        """What the tracking part learned about a student: committed progress (lesson id,
+        progress), the newest gaze target, the count of view frames kept."""
+        for room in self._rooms.values():
+            entry = room.roster.get(user_id)
+            if entry is None:
+                continue
+            if progress is not None:
+                entry.lesson_id, entry.progress = progress
+            if target is not None:
+                entry.target = target
+            if frame_rev is not None:
+                entry.frame_rev = frame_rev
+            room.dirty = True
+
     def frame_of(self, device_pk: str) -> tuple[int, bytes] | None:
         """The newest JPEG view of a device and its server time, if one arrived."""
         return self._frames.get(device_pk)
@@ -416,12 +447,12 @@ class Hub:
                         self.closed_too_slow += 1
                         log.info("closing connection %s: cannot drain", conn.id)
                         conn.close(CLOSE_TOO_SLOW, "could not drain the send queue")
-                        self._leave_rooms(conn)
+                        self.leave(conn)  # gone for everyone now, however long closing takes
                     elif now - conn.last_heard > silent_after:
                         self.closed_silent += 1
                         log.info("closing connection %s: silent", conn.id)
                         conn.close(CLOSE_SILENT, "nothing heard for two heartbeat intervals")
-                        self._leave_rooms(conn)
+                        self.leave(conn)
                     elif now - conn.last_ping >= ping_every:
                         conn.ping()
                 self._send_pictures(now)

@@ -313,6 +313,8 @@ class Result(Tenant, Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     score: Mapped[float | None] = mapped_column(Float, default=None)
     time_spent_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Headset time of the newest event counted into time_spent_ms (gaps add up from here).
+    last_event_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 # --- auth ---------------------------------------------------------------------------------
