@@ -38,8 +38,20 @@ from vrlms_edge.store.models import (
     SyncState,
     User,
 )
-from vrlms_edge.sync.enrollment import enroll
-from vrlms_edge.sync.worker import SyncError, advance, backoff_s, sync_once, sync_status
+from vrlms_edge.sync.client import OrgServerClient
+from vrlms_edge.sync.enrollment import enroll, enrolled
+from vrlms_edge.sync.identity import load_or_create_key
+from vrlms_edge.sync.messages import PushAnswer, PushRequest
+from vrlms_edge.sync.outbox import enqueue_rows
+from vrlms_edge.sync.worker import (
+    SyncError,
+    SyncReport,
+    advance,
+    backoff_s,
+    push_all,
+    sync_once,
+    sync_status,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -289,5 +301,46 @@ async def test_a_provisioning_file_enrolls_the_box_by_itself(
         assert not (data / "enrollment.toml").exists()
         status = (await sync_status(db)).org_id
         assert status == world.org.id
+    finally:
+        await stop_box(box)
+
+
+async def test_a_change_made_while_its_push_is_in_flight_stays_queued(
+    cloud: RunningCloud, box_dir: Callable[[str], Path]
+) -> None:
+    """The org server confirms version N; the box changed the row to N+1 meanwhile: the row
+    stays in the outbox and the next push carries the newer state."""
+    world = await seed_org(cloud.db, "brook")
+    data = box_dir("box")
+    box = await enrolled_box(cloud, world, data)
+    db = box.app[DB]
+    try:
+        [result_id] = await make_results(db, world, 1, score=0.1)
+        ident = await enrolled(db)
+        assert ident is not None
+
+        class ChangeDuringPush(OrgServerClient):
+            async def push(self, req: PushRequest) -> PushAnswer:
+                answer = await super().push(req)
+                async with db.write() as s:  # a newer state lands before the answer is read
+                    row = await s.get(Result, result_id)
+                    assert row is not None
+                    row.score = 0.9
+                    await enqueue_rows(s, [row])
+                return answer
+
+        key = load_or_create_key(data)
+        async with ChangeDuringPush(ident.url, ident.box_id, key, box.app[CLOCK]) as org:
+            report = SyncReport()
+            await push_all(db, org, ident, 50, report)
+        assert report.confirmed == 1 and report.outbox_left == 1  # confirmed v1, v2 queued
+        async with cloud.db.read() as s:
+            held = await s.get(Result, result_id)
+        assert held is not None and held.score == 0.1
+        await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        async with cloud.db.read() as s:
+            held = await s.get(Result, result_id)
+        assert held is not None and held.score == 0.9
+        assert (await sync_status(db)).outbox == 0
     finally:
         await stop_box(box)
