@@ -23,8 +23,10 @@ from tests.orgserver import (
     token_for,
 )
 from tests.sync.faultproxy import FaultProxy
+from vrlms_edge.domain import sessions
+from vrlms_edge.domain.principal import Principal
 from vrlms_edge.errors import AppError
-from vrlms_edge.keys import CLOCK, DB, SETTINGS
+from vrlms_edge.keys import BROADCAST, CLOCK, DB, SETTINGS
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import (
     Class,
@@ -35,6 +37,7 @@ from vrlms_edge.store.models import (
     ResultStatus,
     Role,
     Session,
+    SessionLesson,
     SyncState,
     User,
 )
@@ -341,6 +344,53 @@ async def test_a_change_made_while_its_push_is_in_flight_stays_queued(
         async with cloud.db.read() as s:
             held = await s.get(Result, result_id)
         assert held is not None and held.score == 0.9
+        assert (await sync_status(db)).outbox == 0
+    finally:
+        await stop_box(box)
+
+
+async def test_sessions_and_their_plans_travel_up(
+    cloud: RunningCloud, box_dir: Callable[[str], Path]
+) -> None:
+    world = await seed_org(cloud.db, "glen")
+    box = await enrolled_box(cloud, world, box_dir("box"))
+    db = box.app[DB]
+    try:
+        teacher = Principal(
+            user_id=world.teacher.id,
+            org_id=world.org.id,
+            role=Role.teacher,
+            nickname="teach",
+            display_name="T",
+            token_id="t",
+        )
+        lesson_ids = [lesson.id for lesson in world.lessons]
+        made = await sessions.create_session(
+            db,
+            teacher,
+            sessions.NewSession(class_id=world.klass.id, title="Orbits", lesson_ids=lesson_ids),
+            now=box.app[CLOCK].now(),
+        )
+        await sessions.change_state(
+            db,
+            box.app[CLOCK],
+            box.app[BROADCAST],
+            teacher,
+            made.id,
+            sessions.Change(action=sessions.Action.play),
+        )
+        await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        async with cloud.db.read() as s:
+            stored = await s.get(Session, made.id)
+            plan = (
+                await s.execute(
+                    select(SessionLesson.lesson_id)
+                    .where(SessionLesson.session_id == made.id)
+                    .order_by(SessionLesson.position)
+                )
+            ).scalars()
+            assert list(plan) == lesson_ids
+        assert stored is not None and stored.status == "playing" and stored.rev == 1
         assert (await sync_status(db)).outbox == 0
     finally:
         await stop_box(box)
