@@ -34,6 +34,32 @@ from vrlms_edge.store.models import OutboxEntry, Result
 from vrlms_edge.sync.worker import sync_once
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_s(root: Path) -> float:
+    """CPU seconds of the cluster: the postmaster, its live children and reaped children."""
+    postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+        elif ppid == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 class _Cloud:
     def __init__(self, url: str, db: OrgDatabase) -> None:
         self.url = url
@@ -57,8 +83,13 @@ async def bench(results: int, page_size: int) -> None:
             await make_results(box.app[DB], world, results)
             queued_s = time.perf_counter() - t0
             t0 = time.perf_counter()
+            box_cpu0, cloud_cpu0 = time.process_time(), _cpu_s(proc.pid)
+            pg_cpu0 = _postgres_cpu_s(cluster.root)
             report = await sync_once(box.app[DB], settings, box.app[CLOCK])
             drain_s = time.perf_counter() - t0
+            box_cpu = time.process_time() - box_cpu0
+            cloud_cpu = _cpu_s(proc.pid) - cloud_cpu0
+            pg_cpu = _postgres_cpu_s(cluster.root) - pg_cpu0
             async with box.app[DB].read() as s:
                 left = (await s.execute(select(func.count()).select_from(OutboxEntry))).scalar_one()
             async with db.read() as s:
@@ -70,7 +101,12 @@ async def bench(results: int, page_size: int) -> None:
         print(f"results: {results}, page size: {page_size}, push pages: {report.push_pages}")
         print(f"queue on box (one batch): {queued_s:.2f} s")
         print(f"drain outbox: {drain_s:.2f} s  ->  {results / drain_s:,.0f} results/s")
-        print(f"cpu: {os.cpu_count()} cores (box, org server and PostgreSQL share them)")
+        print(
+            f"cpu time: org server worker {cloud_cpu:.2f} s"
+            f" ({results / cloud_cpu:,.0f} results per cpu-second), PostgreSQL {pg_cpu:.2f} s,"
+            f" box {box_cpu:.2f} s"
+        )
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     finally:
         if proc is not None:
             proc.terminate()

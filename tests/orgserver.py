@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,3 +329,18 @@ def spawn_cloud(database_url: str, data_dir: Path, port: int = 0) -> CloudProces
         proc.wait(timeout=10)
         raise AssertionError(f"cloud serve did not start: {line!r}")
     return CloudProcess(proc=proc, url=line.split()[-1])
+
+
+@pytest.fixture
+def box_dir(tmp_path: Path, migrated_template: Path) -> Callable[[str], Path]:
+    """A fresh box data directory holding a copy of the migrated SQLite template (saves a
+    migration per box started)."""
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        if not (path / "vrlms.sqlite3").exists():  # the same name again: the same box
+            path.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(migrated_template, path / "vrlms.sqlite3")
+        return path
+
+    return make

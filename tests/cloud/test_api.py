@@ -3,6 +3,7 @@ sync/version/health, and org-wide results across boxes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from vrlms_edge.sync.worker import sync_once
 pytestmark = pytest.mark.postgres
 
 
-async def test_admin_sees_boxes_and_results_of_own_org(cloud: RunningCloud, tmp_path: Path) -> None:
+async def test_admin_sees_boxes_and_results_of_own_org(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
     world = await seed_org(cloud.db, "delta")
     other = await seed_org(cloud.db, "epsilon")
     await add_admin(cloud.db, "delta", "boss", "correct horse battery")
@@ -39,8 +42,8 @@ async def test_admin_sees_boxes_and_results_of_own_org(cloud: RunningCloud, tmp_
     assert made.status == 201 and (await made.json())["token"].startswith("vbe_")
     assert (await cloud.http.get("/api/cloud/boxes/")).status == 401
 
-    box = await enrolled_box(cloud, world, tmp_path / "box")
-    other_box = await enrolled_box(cloud, other, tmp_path / "other")
+    box = await enrolled_box(cloud, world, box_dir("box"))
+    other_box = await enrolled_box(cloud, other, box_dir("other"))
     try:
         await make_results(box.app[DB], world, 3)
         await make_results(other_box.app[DB], other, 2)
@@ -80,7 +83,7 @@ async def test_admin_sees_boxes_and_results_of_own_org(cloud: RunningCloud, tmp_
 
 
 async def test_roster_authored_through_the_shared_rest_api_reaches_the_box(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "zeta")
     await add_admin(cloud.db, "zeta", "boss", "correct horse battery")
@@ -89,7 +92,7 @@ async def test_roster_authored_through_the_shared_rest_api_reaches_the_box(
     )
     assert login.status == 200, await login.text()
     auth = {"Authorization": f"Bearer {(await login.json())['token']}"}
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     try:
         made = await cloud.http.post(
             "/api/users/",
@@ -130,6 +133,11 @@ async def test_roster_authored_through_the_shared_rest_api_reaches_the_box(
             f"/api/classes/{class_id}/", json={"name": "hacked"}, headers=box_auth
         )
         assert renamed.status == 409
+        sync_state = await (await box.http.get("/api/sync/status", headers=box_auth)).json()
+        assert sync_state["managed_by_org_server"] is True
+        assert sync_state["sync"]["org_id"] == world.org.id
+        asked = await box.http.post("/api/sync/now", headers=box_auth)
+        assert asked.status == 202 and (await asked.json()) == {"requested": True}
         classes = await box.http.get("/api/classes/", headers=box_auth)
         assert "6C" in {c["name"] for c in (await classes.json())["classes"]}
         # Teachers and students have no business on the org server.

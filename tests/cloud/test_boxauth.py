@@ -3,6 +3,7 @@ replays are refused with 401 and change nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -31,14 +32,14 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, di
 
 
 async def test_replayed_tampered_stale_and_unknown_are_refused(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "east")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     try:
         ident = await enrolled(box.app[DB])
         assert ident is not None
-        key = load_or_create_key(tmp_path / "box")
+        key = load_or_create_key(box_dir("box"))
         await make_results(box.app[DB], world, 1)
         async with box.app[DB].read() as s:
             row = (await s.execute(select(OutboxEntry))).scalar_one()

@@ -4,6 +4,7 @@ the box's own org."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ async def _snapshot(db: Database) -> dict[str, Any]:
         return out
 
 
-async def test_box_cannot_read_or_write_another_org(cloud: RunningCloud, tmp_path: Path) -> None:
+async def test_box_cannot_read_or_write_another_org(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
     a = await seed_org(cloud.db, "alpha")
     b = await seed_org(cloud.db, "beta")
     # Org B already holds a result (pushed by its own box, say).
@@ -64,7 +67,7 @@ async def test_box_cannot_read_or_write_another_org(cloud: RunningCloud, tmp_pat
             score=0.9,
         )
         s.add(b_result)
-    box = await enrolled_box(cloud, a, tmp_path / "box")
+    box = await enrolled_box(cloud, a, box_dir("box"))
     try:
         # The first pull carried org A and nothing of org B.
         async with box.app[DB].read() as s:
@@ -74,7 +77,7 @@ async def test_box_cannot_read_or_write_another_org(cloud: RunningCloud, tmp_pat
 
         ident = await enrolled(box.app[DB])
         assert ident is not None
-        key = load_or_create_key(tmp_path / "box")
+        key = load_or_create_key(box_dir("box"))
         await make_results(box.app[DB], a, 1)
         async with box.app[DB].read() as s:
             own = (await s.execute(select(OutboxEntry))).scalar_one()
@@ -131,13 +134,15 @@ async def test_box_cannot_read_or_write_another_org(cloud: RunningCloud, tmp_pat
         await stop_box(box)
 
 
-async def test_push_answers_what_the_org_server_holds(cloud: RunningCloud, tmp_path: Path) -> None:
+async def test_push_answers_what_the_org_server_holds(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
     world = await seed_org(cloud.db, "gamma")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     try:
         ident = await enrolled(box.app[DB])
         assert ident is not None
-        key = load_or_create_key(tmp_path / "box")
+        key = load_or_create_key(box_dir("box"))
         await make_results(box.app[DB], world, 1)
         async with box.app[DB].read() as s:
             row = (await s.execute(select(Result))).scalar_one()

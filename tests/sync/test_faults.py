@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ async def _until(check: object, timeout_s: float, what: str) -> None:
 
 
 async def test_link_faults_and_kills_lose_and_duplicate_nothing(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     org_db = OrgDatabase(pg_url)
     world: World = await seed_org(org_db, "storm")
@@ -91,7 +92,7 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
     cloud_port = int(cloud.url.rsplit(":", 1)[1])
     proxy = FaultProxy(cloud_port, delay_s=0.4)
     await proxy.start()
-    data = tmp_path / "box"
+    data = box_dir("box")
     box_proc: ServeProcess | None = None
     box_db = Database(f"sqlite+aiosqlite:///{data / 'vrlms.sqlite3'}")
     try:

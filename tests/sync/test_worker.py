@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from tests.orgserver import (
     token_for,
 )
 from tests.sync.faultproxy import FaultProxy
+from vrlms_edge.domain import sessions
+from vrlms_edge.domain.principal import Principal
 from vrlms_edge.errors import AppError
-from vrlms_edge.keys import CLOCK, DB, SETTINGS
+from vrlms_edge.keys import BROADCAST, CLOCK, DB, SETTINGS
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import (
     Class,
@@ -34,11 +37,24 @@ from vrlms_edge.store.models import (
     ResultStatus,
     Role,
     Session,
+    SessionLesson,
     SyncState,
     User,
 )
-from vrlms_edge.sync.enrollment import enroll
-from vrlms_edge.sync.worker import SyncError, advance, backoff_s, sync_once, sync_status
+from vrlms_edge.sync.client import OrgServerClient
+from vrlms_edge.sync.enrollment import enroll, enrolled
+from vrlms_edge.sync.identity import load_or_create_key
+from vrlms_edge.sync.messages import PushAnswer, PushRequest
+from vrlms_edge.sync.outbox import enqueue_rows
+from vrlms_edge.sync.worker import (
+    SyncError,
+    SyncReport,
+    advance,
+    backoff_s,
+    push_all,
+    sync_once,
+    sync_status,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -56,10 +72,10 @@ async def _dump(db: Database) -> dict[str, Any]:
 
 
 async def test_roster_changes_on_org_server_appear_on_box(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "west")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         first = await _dump(db)
@@ -91,9 +107,11 @@ async def test_roster_changes_on_org_server_appear_on_box(
         await stop_box(box)
 
 
-async def test_box_results_appear_on_org_server(cloud: RunningCloud, tmp_path: Path) -> None:
+async def test_box_results_appear_on_org_server(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
     world = await seed_org(cloud.db, "valley")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         ids = await make_results(db, world, 5)
@@ -117,19 +135,19 @@ async def test_box_results_appear_on_org_server(cloud: RunningCloud, tmp_path: P
         assert any(score == 0.99 for *_, score, _ in theirs)
         status = await sync_status(db)
         assert status.outbox == 0 and status.last_error is None and status.stage == "done"
-        boxes = (await cloud.http.get("/api/health")).status  # the org server answers at all
-        assert boxes in (200, 404)
+        health = await cloud.http.get("/api/health")
+        assert health.status == 200 and (await health.json())["role"] == "cloud"
     finally:
         await stop_box(box)
 
 
 async def test_a_row_the_org_server_lacks_is_sent_first(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     """A result refers to a session the box never queued: the org server names it as
     missing, the box queues the session and both arrive in the same run."""
     world = await seed_org(cloud.db, "hill")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         async with db.write() as s:
@@ -159,10 +177,10 @@ async def test_a_row_the_org_server_lacks_is_sent_first(
 
 
 async def test_stages_only_move_forward_and_a_killed_push_resumes(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "lake")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         await advance(db, 7, "pushing")
@@ -182,10 +200,10 @@ async def test_stages_only_move_forward_and_a_killed_push_resumes(
 
 
 async def test_org_authored_rows_are_read_only_on_an_enrolled_box(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "dale")
-    box = await enrolled_box(cloud, world, tmp_path / "box")
+    box = await enrolled_box(cloud, world, box_dir("box"))
     db = box.app[DB]
     try:
         with pytest.raises(AppError) as refused:
@@ -208,12 +226,12 @@ async def test_org_authored_rows_are_read_only_on_an_enrolled_box(
 
 
 async def test_results_made_offline_sync_when_the_link_returns(
-    cloud: RunningCloud, tmp_path: Path
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
 ) -> None:
     world = await seed_org(cloud.db, "fen")
     proxy = FaultProxy(int(cloud.url.rsplit(":", 1)[1]))
     await proxy.start()
-    data = tmp_path / "box"
+    data = box_dir("box")
     settings = box_settings(
         data, sync_interval_s=0.2, sync_retry_base_s=0.05, sync_backoff_max_s=0.3
     )
@@ -269,3 +287,110 @@ def test_backoff_doubles_caps_and_jitters() -> None:
     assert 1.0 <= waits[0] <= 2.0
     assert all(w <= 60.0 for w in waits) and max(waits) >= 30.0
     assert len({round(w, 6) for w in waits}) == len(waits)
+
+
+async def test_a_provisioning_file_enrolls_the_box_by_itself(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
+    world = await seed_org(cloud.db, "moor")
+    data = box_dir("box")
+    token = await token_for(cloud.db, world.org.id)
+    (data / "enrollment.toml").write_text(f'url = "{cloud.url}"\ntoken = "{token}"\n')
+    box = await start_box(box_settings(data, sync_interval_s=0.2, sync_retry_base_s=0.05))
+    try:
+        db = box.app[DB]
+        await _until(lambda: _pulled(db), 20)
+        assert (data / "enrollment.toml.done").exists()
+        assert not (data / "enrollment.toml").exists()
+        status = (await sync_status(db)).org_id
+        assert status == world.org.id
+    finally:
+        await stop_box(box)
+
+
+async def test_a_change_made_while_its_push_is_in_flight_stays_queued(
+    cloud: RunningCloud, box_dir: Callable[[str], Path]
+) -> None:
+    """The org server confirms version N; the box changed the row to N+1 meanwhile: the row
+    stays in the outbox and the next push carries the newer state."""
+    world = await seed_org(cloud.db, "brook")
+    data = box_dir("box")
+    box = await enrolled_box(cloud, world, data)
+    db = box.app[DB]
+    try:
+        [result_id] = await make_results(db, world, 1, score=0.1)
+        ident = await enrolled(db)
+        assert ident is not None
+
+        class ChangeDuringPush(OrgServerClient):
+            async def push(self, req: PushRequest) -> PushAnswer:
+                answer = await super().push(req)
+                async with db.write() as s:  # a newer state lands before the answer is read
+                    row = await s.get(Result, result_id)
+                    assert row is not None
+                    row.score = 0.9
+                    await enqueue_rows(s, [row])
+                return answer
+
+        key = load_or_create_key(data)
+        async with ChangeDuringPush(ident.url, ident.box_id, key, box.app[CLOCK]) as org:
+            report = SyncReport()
+            await push_all(db, org, ident, 50, report)
+        assert report.confirmed == 1 and report.outbox_left == 1  # confirmed v1, v2 queued
+        async with cloud.db.read() as s:
+            held = await s.get(Result, result_id)
+        assert held is not None and held.score == 0.1
+        await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        async with cloud.db.read() as s:
+            held = await s.get(Result, result_id)
+        assert held is not None and held.score == 0.9
+        assert (await sync_status(db)).outbox == 0
+    finally:
+        await stop_box(box)
+
+
+async def test_sessions_and_their_plans_travel_up(
+    cloud: RunningCloud, box_dir: Callable[[str], Path]
+) -> None:
+    world = await seed_org(cloud.db, "glen")
+    box = await enrolled_box(cloud, world, box_dir("box"))
+    db = box.app[DB]
+    try:
+        teacher = Principal(
+            user_id=world.teacher.id,
+            org_id=world.org.id,
+            role=Role.teacher,
+            nickname="teach",
+            display_name="T",
+            token_id="t",
+        )
+        lesson_ids = [lesson.id for lesson in world.lessons]
+        made = await sessions.create_session(
+            db,
+            teacher,
+            sessions.NewSession(class_id=world.klass.id, title="Orbits", lesson_ids=lesson_ids),
+            now=box.app[CLOCK].now(),
+        )
+        await sessions.change_state(
+            db,
+            box.app[CLOCK],
+            box.app[BROADCAST],
+            teacher,
+            made.id,
+            sessions.Change(action=sessions.Action.play),
+        )
+        await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        async with cloud.db.read() as s:
+            stored = await s.get(Session, made.id)
+            plan = (
+                await s.execute(
+                    select(SessionLesson.lesson_id)
+                    .where(SessionLesson.session_id == made.id)
+                    .order_by(SessionLesson.position)
+                )
+            ).scalars()
+            assert list(plan) == lesson_ids
+        assert stored is not None and stored.status == "playing" and stored.rev == 1
+        assert (await sync_status(db)).outbox == 0
+    finally:
+        await stop_box(box)

@@ -7,8 +7,9 @@ from datetime import datetime
 
 import msgspec
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from vrlms_edge import __version__
 from vrlms_edge.cloud.boxauth import authenticate_box
 from vrlms_edge.cloud.exchange import MAX_PULL_PAGE, foreign_org, pull_page, push_items
 from vrlms_edge.cloud.orgs import BoxView, enroll_box, issue_enrollment_token, list_boxes, org_ref
@@ -107,6 +108,36 @@ async def admin_login(request: web.Request) -> web.Response:
             expires_at=expires_at.isoformat(),
         )
     )
+
+
+class CloudHealth(msgspec.Struct, kw_only=True):
+    status: str
+    role: str
+    version: str
+    db: str
+
+
+@routes.route(
+    "GET",
+    "/api/health",
+    roles=ANYONE,
+    summary="Liveness of this org server worker and its database (for the load balancer)",
+    tag="cloud",
+    response=CloudHealth,
+    errors=(503,),
+)
+async def health(request: web.Request) -> web.Response:
+    try:
+        async with request.app[DB].read() as s:
+            await s.execute(text("SELECT 1"))
+        db_status = "ok"
+    except Exception:  # the answer is the point: say the database is down, do not 500
+        db_status = "error"
+    ok = db_status == "ok"
+    body = CloudHealth(
+        status="ok" if ok else "degraded", role="cloud", version=__version__, db=db_status
+    )
+    return json_response(body, status=200 if ok else 503)
 
 
 class BoxList(msgspec.Struct, kw_only=True):

@@ -41,7 +41,7 @@ from vrlms_edge.store.models import (
     SessionStatus,
     Tenant,
 )
-from vrlms_edge.sync.outbox import enqueue_row
+from vrlms_edge.sync.outbox import enqueue_row, enqueue_rows
 
 M = TypeVar("M", bound=Tenant)
 
@@ -533,6 +533,12 @@ async def _org_lessons(s: AsyncSession, org_id: str, lesson_ids: Sequence[str]) 
     return [await _org_row(s, Lesson, org_id, lid, "lesson") for lid in lesson_ids]
 
 
+async def _queue_for_org_server(s: AsyncSession, row: Session) -> None:
+    """The session and its lesson plan travel to the org server with the same commit."""
+    links = await s.execute(select(SessionLesson).where(SessionLesson.session_id == row.id))
+    await enqueue_rows(s, [row, *links.scalars()])
+
+
 async def create_session(
     db: Database, actor: Principal, new: NewSession, *, now: datetime
 ) -> SessionView:
@@ -569,6 +575,7 @@ async def create_session(
                 )
             )
         await s.flush()
+        await _queue_for_org_server(s, row)
         return await session_view(s, row)
 
 
@@ -603,6 +610,7 @@ async def add_lesson(
                 existing.deleted_at = None
                 existing.position = position
             await s.flush()
+        await _queue_for_org_server(s, row)
         return await session_view(s, row)
 
 
@@ -628,6 +636,7 @@ async def remove_lesson(
             raise conflict("lesson_in_use", "stop the session or launch another lesson first")
         link.deleted_at = now
         await s.flush()
+        await _queue_for_org_server(s, row)
         return await session_view(s, row)
 
 
@@ -657,6 +666,7 @@ async def reorder_lessons(
         for position, lid in enumerate(lesson_ids):
             by_lesson[lid].position = position
         await s.flush()
+        await _queue_for_org_server(s, row)
         return await session_view(s, row)
 
 
@@ -676,6 +686,7 @@ async def update_session(
             row.auto_start = patch.auto_start
         _check_schedule(row.scheduled_start_at, row.scheduled_end_at, row.auto_start)
         await s.flush()
+        await _queue_for_org_server(s, row)
         return await session_view(s, row)
 
 

@@ -32,14 +32,20 @@ async def status(request: web.Request) -> web.Response:
     return json_response(BoxSyncStatus(managed_by_org_server=current.enrolled, sync=current))
 
 
+class SyncRequested(msgspec.Struct, kw_only=True):
+    # The worker was asked; follow GET /api/sync/status for the outcome.
+    requested: bool = True
+
+
 @routes.route(
     "POST",
     "/api/sync/now",
     roles=ADMIN,
     summary="Ask the sync worker for a run now (answers at once; the run is in the background)",
     tag="sync",
+    response=SyncRequested,
     status=202,
 )
 async def now(request: web.Request) -> web.Response:
     request.app[SYNC].wake()
-    return web.Response(status=202)
+    return json_response(SyncRequested(), status=202)
