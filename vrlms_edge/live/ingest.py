@@ -317,9 +317,13 @@ class EventIngest:
     async def _write(self, batch: list[tuple[NewEvent, AckSink]]) -> None:
         events = [event for event, _ in batch]
         now, now_ms = self._clock.now(), self._clock.now_ms()
+        began = entered = stored_at = 0.0
         try:
+            began = self._clock.monotonic()
             async with self._db.write() as s:
+                entered = self._clock.monotonic()
                 stored = await self._log.store(s, events, now, now_ms)
+                stored_at = self._clock.monotonic()
         except Exception:
             log.exception(
                 "could not store a batch of %d events; they stay unacknowledged", len(batch)
@@ -330,6 +334,17 @@ class EventIngest:
                 sink.failed(count)
             return
         self._log.committed(stored)
+        if log.isEnabledFor(logging.DEBUG):
+            done = self._clock.monotonic()
+            log.debug(
+                "batch: %d events (%d new): lock %.1f ms, store %.1f ms, commit %.1f ms; %d queued",
+                len(batch),
+                len(stored.fresh),
+                (entered - began) * 1000,
+                (stored_at - entered) * 1000,
+                (done - stored_at) * 1000,
+                self._queue.qsize(),
+            )
         self.batches_total += 1
         self.stored_total += len(stored.fresh)
         refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
