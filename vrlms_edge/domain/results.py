@@ -89,7 +89,11 @@ class SessionFinder:
         self.lesson_of: dict[str, str | None] = {}
 
     async def attribute(self, s: AsyncSession, events: list[NewEvent], now_ms: int) -> None:
-        users = {e.user_id for e in events if e.user_id is not None}
+        """Set `session_id` of the events that do not know it yet (a live connection tells)."""
+        unknown = [e for e in events if e.session_id is None and e.user_id is not None]
+        if not unknown:
+            return
+        users = {e.user_id for e in unknown if e.user_id is not None}
         stale = [
             u
             for u in users
@@ -97,7 +101,7 @@ class SessionFinder:
         ]
         if stale:
             await self._load(s, stale, now_ms)
-        for e in events:
+        for e in unknown:
             if e.user_id is None:
                 continue
             best: SessionSpan | None = None

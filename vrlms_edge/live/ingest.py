@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 # Events waiting for the writer. At the design peak (300 headsets x 60 events/s) this is about
 # half a second of input, a few MB: enough to ride out a slow fsync, small enough to bound memory.
-QUEUE_CAPACITY: Final = 10_000
+QUEUE_CAPACITY: Final = 20_000
 # Events per transaction: SQLite's insert rate flattens out above a few hundred rows per
 # commit, and a bigger batch only delays the acks of its first events.
-BATCH_MAX: Final = 1000
+BATCH_MAX: Final = 5000
 # A batch smaller than this waits FLUSH_LINGER_S for company: fewer, fuller commits when the
 # box is quiet, at the price of a few ms of ack latency.
 LINGER_BELOW: Final = 64
@@ -98,11 +98,13 @@ def event_data(blob: bytes, where: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Who an event comes from: the headset (devices.id) and the user signed in on it."""
+    """Who an event comes from: the headset (devices.id), the user signed in on it and, on a
+    live connection, the session it follows (else the writer finds it by time)."""
 
     org_id: str
     device_pk: str
     user_id: str | None
+    session_id: str | None = None
 
 
 class AckSink(Protocol):
@@ -234,6 +236,7 @@ class EventIngest:
             lesson_id=msg.lesson_id,
             data=event_data(blob, "$.data"),
             received_ms=self._clock.now_ms(),
+            session_id=origin.session_id,
         )
 
     async def submit(self, event: NewEvent, sink: AckSink) -> None:
