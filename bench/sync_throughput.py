@@ -13,19 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tests.conftest import cli_env, stop_box, test_settings
+from tests.conftest import stop_box, test_settings
 from tests.orgserver import (
     enrolled_box,
     make_results,
     seed_org,
+    spawn_cloud,
     start_cluster,
     stop_cluster,
 )
@@ -33,34 +32,6 @@ from vrlms_edge.cloud.store import OrgDatabase
 from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.store.models import OutboxEntry, Result
 from vrlms_edge.sync.worker import sync_once
-
-
-def spawn_cloud(url: str, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vrlms_edge",
-            "--data-dir",
-            str(data_dir),
-            "cloud",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(VRLMS_DATABASE_URL=url, VRLMS_LOG_LEVEL="WARNING"),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"cloud serve did not start: {line!r}")
-    return proc, line.split()[-1]
 
 
 class _Cloud:
@@ -75,7 +46,8 @@ async def bench(results: int, page_size: int) -> None:
     proc = None
     try:
         url = await cluster.new_database()
-        proc, cloud_url = spawn_cloud(url, tmp / "cloud")
+        cloud_proc = spawn_cloud(url, tmp / "cloud")
+        proc, cloud_url = cloud_proc.proc, cloud_proc.url
         db = OrgDatabase(url)
         world = await seed_org(db, "bench", students=30)
         box = await enrolled_box(_Cloud(cloud_url, db), world, tmp / "box")  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import RunningBox, need, start_box, test_settings
+from tests.conftest import RunningBox, cli_env, need, start_box, test_settings
 from vrlms_edge.cloud.app import create_cloud_app
 from vrlms_edge.cloud.orgs import create_org, issue_enrollment_token
 from vrlms_edge.commands.serve import listening_urls
@@ -292,3 +293,39 @@ async def enrolled_box(cloud: RunningCloud, world: World, data_dir: Path) -> Run
     # First sync: the box gets its roster and catalog.
     await sync_once(box.app[DB], box.app[SETTINGS], box.app[CLOCK])
     return box
+
+
+@dataclass
+class CloudProcess:
+    proc: subprocess.Popen[str]
+    url: str
+
+
+def spawn_cloud(database_url: str, data_dir: Path, port: int = 0) -> CloudProcess:
+    """A real `vrlms-edge cloud serve` process (for kill -9 tests and the benchmark)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vrlms_edge",
+            "--data-dir",
+            str(data_dir),
+            "cloud",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cli_env(VRLMS_DATABASE_URL=database_url, VRLMS_LOG_LEVEL="WARNING"),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError(f"cloud serve did not start: {line!r}")
+    return CloudProcess(proc=proc, url=line.split()[-1])

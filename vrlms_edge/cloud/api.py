@@ -74,7 +74,7 @@ async def login_admin(request: web.Request, body: AdminLogin) -> tuple[str, User
                 )
             )
         ).first()
-    user, org = found.tuple() if found else (None, None)
+    user, org = (found[0], found[1]) if found is not None else (None, None)
     stored = user.password_hash if user is not None and user.role == Role.admin else None
     ok = await verify_secret_async(body.password, stored)
     if not ok or user is None or org is None or user.disabled:

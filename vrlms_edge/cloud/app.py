@@ -7,6 +7,7 @@ database, so any number of these processes can serve behind a load balancer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,8 +22,12 @@ from vrlms_edge.domain.sessions import NoBroadcast
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
+from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import catalog as catalog_api
+from vrlms_edge.web.api import classes as classes_api
+from vrlms_edge.web.api import users as users_api
 from vrlms_edge.web.middleware import error_middleware
-from vrlms_edge.web.routing import ApiRegistry
+from vrlms_edge.web.routing import ADMIN, ApiRegistry
 
 HERE = Path(__file__).parent
 WEB_DIR = HERE.parent / "web"
@@ -35,9 +40,22 @@ def cloud_database_url(settings: Settings) -> str:
     return f"sqlite+aiosqlite:///{(settings.data_dir / 'cloud.sqlite3').resolve()}"
 
 
+def admin_only(registry: ApiRegistry) -> ApiRegistry:
+    """A box route table under the org server's guard: every authenticated route is for org
+    admins only (teachers and students work on their box, not here)."""
+    return ApiRegistry(
+        routes=[
+            dataclasses.replace(r, roles=ADMIN) if r.roles is not None else r
+            for r in registry.routes
+        ]
+    )
+
+
 def cloud_registries() -> list[ApiRegistry]:
-    """The org server's route tables: its own, plus the box's authoring APIs where shared."""
-    return [api.routes]
+    """The org server's route tables: its own, plus the box's login and roster/catalog
+    authoring (same paths and schemas; writes land in the change feed boxes pull)."""
+    shared = [accounts_api.routes, users_api.routes, classes_api.routes, catalog_api.routes]
+    return [api.routes, *(admin_only(r) for r in shared)]
 
 
 async def cloud_database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -209,10 +209,14 @@ class Dispatch:
         if conn.device_pk is None:
             raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
         if self._sinks.event is None:
-            raise Refusal(
-                protocol.NOT_AVAILABLE,
-                f"event ingest is not available (stream {message.stream} seq {message.seq})",
+            # The box's shortcoming, not the headset's: answered, never counted as abuse.
+            conn.send(
+                protocol.error(
+                    protocol.NOT_AVAILABLE,
+                    f"event ingest is not available (stream {message.stream} seq {message.seq})",
+                )
             )
+            return
         await self._sinks.event(conn, message)
 
     def _status(self, conn: Connection, message: Status) -> None:

@@ -52,7 +52,11 @@ MAX_IN_FLIGHT: Final = 500
 # Events in one REST upload (its body is also capped by max_body_bytes).
 MAX_BATCH_EVENTS: Final = 5000
 
-_EMPTY: Final = msgspec.Raw(b"{}")
+
+def _empty_data() -> msgspec.Raw:
+    return msgspec.Raw(b"{}")
+
+
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -63,7 +67,8 @@ class EventItem(msgspec.Struct, kw_only=True):
     kind: protocol.KindName
     t_ms: protocol.TimeMs
     lesson_id: protocol.LessonId | None = None
-    data: msgspec.Raw = _EMPTY
+    # A factory, not a shared default: a Raw default cannot appear in the JSON schema.
+    data: msgspec.Raw = msgspec.field(default_factory=_empty_data)
 
 
 class EventUpload(msgspec.Struct, kw_only=True):

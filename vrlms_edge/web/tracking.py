@@ -191,7 +191,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
 
 @routes.route(
     "GET",
-    "/api/sessions/{id}/analytics",
+    "/api/sessions/{session_id}/analytics",
     roles=STAFF,
     summary="Per student progress and time, gaze targets, clicks/actions timeline",
     tag="tracking",
@@ -201,7 +201,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
 async def session_analytics(request: web.Request) -> web.Response:
     scope = results.scope_of(principal_of(request))
     async with request.app[DB].read() as s:
-        answer = await results.session_analytics(s, scope, request.match_info["id"])
+        answer = await results.session_analytics(s, scope, request.match_info["session_id"])
     return json_response(answer)
 
 
@@ -244,7 +244,7 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 @routes.route(
     "GET",
-    "/api/devices/{id}/frame.jpg",
+    "/api/devices/{device}/frame.jpg",
     roles=STAFF,
     summary="The headset's newest view frame (JPEG, kept in memory only); ETag / 304",
     tag="tracking",
@@ -255,7 +255,7 @@ async def device_frame(request: web.Request) -> web.Response:
     principal = principal_of(request)
     live = request.app[LIVEVIEW]
     async with request.app[DB].read() as s:
-        device = await s.get(Device, request.match_info["id"])
+        device = await s.get(Device, request.match_info["device"])
         if device is None or device.org_id != principal.org_id or device.deleted_at is not None:
             raise not_found("device")
         if principal.role == Role.teacher:
