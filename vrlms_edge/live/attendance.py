@@ -13,9 +13,9 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
@@ -102,6 +102,9 @@ class AttendanceLog:
                     self._queue.task_done()
 
     async def _write(self, ops: list[_Op]) -> None:
+        # A few statements per batch, whatever its size: under load every statement waits a
+        # turn of the busy event loop while this transaction holds the box's write lock.
+        seen: dict[str, datetime] = {}
         async with self._db.write() as s:
             for op in ops:
                 if isinstance(op, _Join):
@@ -115,17 +118,24 @@ class AttendanceLog:
                             joined_at=op.at,
                         )
                     )
-                    await s.flush()
                 elif isinstance(op, _Leave):
+                    # (autoflush writes the pending joins first, so a leave finds its row)
                     await s.execute(
                         update(Attendance)
                         .where(Attendance.id == op.row_id, Attendance.left_at.is_(None))
                         .values(left_at=op.at)
                     )
                 else:
-                    await s.execute(
-                        update(Device).where(Device.id == op.device_pk).values(last_seen_at=op.at)
-                    )
+                    seen[op.device_pk] = op.at
+            await s.flush()
+            if seen:
+                table: Any = Device.__table__
+                await (await s.connection()).execute(
+                    update(table)
+                    .where(table.c.id == bindparam("pk"))
+                    .values(last_seen_at=bindparam("at")),
+                    [{"pk": pk, "at": at} for pk, at in seen.items()],
+                )
             # Presence travels to the org server with the same commit.
             touched = [op.row_id for op in ops if isinstance(op, _Join | _Leave)]
             if touched:
