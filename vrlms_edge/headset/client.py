@@ -503,7 +503,9 @@ class HeadsetClient:
                     if exc.status in (400, 401, 403, 404, 422):
                         return
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.debug("connection failed: %s", exc)
+                    log.debug("connection failed: %r", exc)
+                    key = f"connect:{type(exc).__name__}"
+                    self.stats.errors[key] = self.stats.errors.get(key, 0) + 1
                 if stop.is_set():
                     return
                 if code == CLOSE_REPLACED:

@@ -114,6 +114,14 @@ class SimulationReport:
             "events_unacked": sum(len(h.events.unacked) for h in self.headsets),
         }
 
+    def close_codes(self) -> dict[int, int]:
+        """How the headsets' connections ended (0: closed by the headset itself)."""
+        counts: dict[int, int] = {}
+        for h in self.headsets:
+            for code in h.stats.close_codes:
+                counts[code] = counts.get(code, 0) + 1
+        return dict(sorted(counts.items()))
+
     def table(self) -> str:
         rows = [
             f"{'headset':<12} {'conn':>4} {'reco':>4} {'starts':>6} {'skew p50':>9} "
