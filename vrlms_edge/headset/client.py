@@ -87,6 +87,8 @@ MAX_UNACKED_EVENTS: Final = 20_000
 BACKOFF_BASE_S: Final = 0.5
 BACKOFF_CAP_S: Final = 15.0
 STABLE_AFTER_S: Final = 10.0
+# Closing handshake on stop: the box answers at once; past this the socket is just dropped.
+CLOSE_TIMEOUT_S: Final = 5.0
 # Not yet approved: ask again this often.
 FORBIDDEN_RETRY_S: Final = 30.0
 # A minimal JPEG stand-in for the simulator's views (SOI, APP0 JFIF, EOI).
@@ -575,7 +577,8 @@ class HeadsetClient:
 
         async def close_on_stop() -> None:
             await stop.wait()
-            await ws.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
 
         closer = asyncio.create_task(close_on_stop())
         try:
