@@ -593,7 +593,7 @@ class HeadsetClient:
     def _on_frame(self, raw: str, received_local: float) -> None:
         try:
             message = _server_decoder(raw)
-        except msgspec.ValidationError:
+        except msgspec.DecodeError:  # includes ValidationError
             log.warning("unexpected frame from the box: %.200s", raw)
             return
         if isinstance(message, SessionState):
@@ -756,7 +756,11 @@ class TeacherClient:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
-            message = _server_decoder(msg.data)
+            try:
+                message = _server_decoder(msg.data)
+            except msgspec.DecodeError:
+                log.warning("unexpected frame from the box: %.200s", msg.data)
+                continue
             if isinstance(message, SessionState):
                 known = self.states.get(message.session_id)
                 if known is None or known.rev < message.rev:
