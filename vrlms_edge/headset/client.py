@@ -585,6 +585,8 @@ class HeadsetClient:
             while True:
                 msg = await ws.receive(timeout=silence_s)
                 if msg.type != aiohttp.WSMsgType.TEXT:
+                    if stop.is_set():
+                        await closer  # our own close: let its handshake finish first
                     return  # CLOSE / CLOSED / ERROR: the caller reads ws.close_code
                 self._on_frame(msg.data, self.local_ms())
         finally:

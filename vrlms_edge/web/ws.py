@@ -304,7 +304,7 @@ async def _read(conn: Connection, app: web.Application) -> None:
 
 @routes.route(
     "GET",
-    "/api/sessions/{id}/live",
+    "/api/sessions/{session_id}/live",
     roles=STAFF,
     summary="Live picture of a session's students: presence, applied rev, skew, RTT, last seen",
     tag="live",
@@ -313,7 +313,7 @@ async def _read(conn: Connection, app: web.Application) -> None:
 )
 async def session_live(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    session_id = request.match_info["id"]
+    session_id = request.match_info["session_id"]
     app = request.app
     async with app[DB].read() as s:
         row = await load_controlled_session(s, principal, session_id)

@@ -173,6 +173,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/sessions/{session_id}/"): Case(
         lambda i: (f"/api/sessions/{i.session_id}/", None)
     ),
+    # live classroom (web/ws.py)
+    ("GET", "/api/sessions/{session_id}/live"): Case(
+        lambda i: (f"/api/sessions/{i.session_id}/live", None)
+    ),
+    ("GET", "/api/asyncapi.json"): fixed("/api/asyncapi.json"),
 }
 
 
@@ -233,4 +238,6 @@ WHO: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/classes/{class_id}/timetable.ics"): EVERY_ROLE,
     ("GET", "/api/openapi.json"): ANYONE,
     ("GET", "/api/docs"): ANYONE,
+    ("GET", "/api/sessions/{session_id}/live"): STAFF,
+    ("GET", "/api/asyncapi.json"): ANYONE,
 }
