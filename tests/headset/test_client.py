@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import RunningBox
-from tests.factories import PIN, Classroom, make_classroom, make_org, token
+from tests.factories import Classroom, make_classroom
 from tests.live.support import DelayProxy, eventually
+from tests.world import PIN, make_org, token
 from vrlms_edge.headset.client import (
     Applied,
     ClockSample,

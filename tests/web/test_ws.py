@@ -175,7 +175,7 @@ JUNK: list[tuple[str, str]] = [
     ('{"type": "ack", "rev": "twelve"}', "invalid_message"),
     ('{"type": "command", "id": 5, "session_id": 3, "action": "play"}', "invalid_message"),
     ("[1, 2, 3]", "invalid_message"),
-    ('{"type": "event", "stream": "s", "seq": 1, "kind": "gaze", "t_ms": 1}', "not_available"),
+    ('{"type": "event", "stream": "s", "seq": 0, "kind": "gaze", "t_ms": 1}', "invalid_message"),
     ('{"type": "ack", "rev": 3}', "no_session"),
 ]
 

@@ -9,6 +9,7 @@ import msgspec
 
 from vrlms_edge import __version__
 from vrlms_edge.live import protocol
+from vrlms_edge.web.openapi import schema_hook
 
 # Binary frames are not a msgspec struct: describe them here.
 _JPEG_MESSAGE: Final = {
@@ -33,7 +34,9 @@ def _message(struct: type[msgspec.Struct], name: str) -> dict[str, Any]:
 
 def asyncapi_document(server_url: str = "ws://{host}") -> dict[str, Any]:
     types = protocol.CLIENT_MESSAGES + protocol.SERVER_MESSAGES
-    _, schemas = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    _, schemas = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}", schema_hook=schema_hook
+    )
     messages: dict[str, Any] = {}
     client: list[str] = []
     server: list[str] = []

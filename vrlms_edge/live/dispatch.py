@@ -120,11 +120,21 @@ class Dispatch:
 
     async def text(self, conn: Connection, limits: InboundLimits, raw: str, t1: int) -> None:
         """Handle one text frame; t1 is the server time it arrived. Raises Closing."""
-        self._count(limits)
         if len(raw) > MAX_TEXT_CHARS:
+            self._count(limits)
             raise Closing(CLOSE_TOO_BIG, "text frame too large")
         try:
             message = protocol.decode_client(raw)
+        except Refusal as refusal:
+            self._count(limits)
+            self._refuse(conn, limits, refusal)
+            return
+        if not isinstance(message, Event):
+            # Events are paced by the ingest's back-pressure instead (it stops reading a
+            # headset whose events wait for the disk): counting them here would close a
+            # well-behaved headset whose backlog is read in one go after such a pause.
+            self._count(limits)
+        try:
             if isinstance(message, TimeRequest):
                 self._time(conn, limits, message, t1)
             elif isinstance(message, Ack):
@@ -132,7 +142,7 @@ class Dispatch:
             elif isinstance(message, Command):
                 await self._command(conn, message)
             elif isinstance(message, Event):
-                self._event(conn, message)
+                await self._event(conn, message)
             elif isinstance(message, Status):
                 self._status(conn, message)
         except Refusal as refusal:
@@ -148,12 +158,12 @@ class Dispatch:
                 )
             if not data.startswith(JPEG_MAGIC):
                 raise Refusal(protocol.INVALID_FRAME, "a binary frame must be one JPEG image")
+            for sink in self._sinks.frame:
+                sink(conn, data)
         except Refusal as refusal:
             self._refuse(conn, limits, refusal)
             return
         self._hub.frame(conn, data)
-        for sink in self._sinks.frame:
-            sink(conn, data)
 
     # --- one place per message type ----------------------------------------------------------
 
@@ -195,7 +205,7 @@ class Dispatch:
             return
         conn.send(protocol.result_ok(message.id, state))
 
-    def _event(self, conn: Connection, message: Event) -> None:
+    async def _event(self, conn: Connection, message: Event) -> None:
         if conn.device_pk is None:
             raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
         if self._sinks.event is None:
@@ -207,7 +217,7 @@ class Dispatch:
                 )
             )
             return
-        self._sinks.event(conn, message)
+        await self._sinks.event(conn, message)
 
     def _status(self, conn: Connection, message: Status) -> None:
         self._hub.status(conn, message)

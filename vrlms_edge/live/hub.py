@@ -68,6 +68,10 @@ class StudentEntry:
     last_seen_ms: int | None = None
     status: Status | None = None
     frame_ms: int | None = None
+    lesson_id: str | None = None
+    progress: float | None = None
+    target: str | None = None
+    frame_rev: int = 0
 
     def live(self) -> StudentLive:
         conn = self.conn
@@ -83,6 +87,10 @@ class StudentEntry:
             last_seen_ms=self.last_seen_ms,
             status=self.status,
             frame_ms=self.frame_ms,
+            lesson_id=self.lesson_id,
+            progress=self.progress,
+            target=self.target,
+            frame_rev=self.frame_rev,
         )
 
 
@@ -378,6 +386,28 @@ class Hub:
             self._frames[conn.device_pk] = (now_ms, jpeg)
         for room, entry in self._entries(conn):
             entry.frame_ms = now_ms
+            room.dirty = True
+
+    def track(
+        self,
+        user_id: str,
+        *,
+        progress: tuple[str, float] | None = None,
+        target: str | None = None,
+        frame_rev: int | None = None,
+    ) -> None:
+        """What the tracking part learned about a student: committed progress (lesson id,
+        progress), the newest gaze target, the count of view frames kept."""
+        for room in self._rooms.values():
+            entry = room.roster.get(user_id)
+            if entry is None:
+                continue
+            if progress is not None:
+                entry.lesson_id, entry.progress = progress
+            if target is not None:
+                entry.target = target
+            if frame_rev is not None:
+                entry.frame_rev = frame_rev
             room.dirty = True
 
     def frame_of(self, device_pk: str) -> tuple[int, bytes] | None:

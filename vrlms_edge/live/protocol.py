@@ -9,7 +9,7 @@ Server messages are encoded once per broadcast (`encode`) and sent as preencoded
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -99,14 +99,23 @@ class Command(msgspec.Struct, kw_only=True, tag="command", tag_field="type"):
     message: str | None = None
 
 
+# Limits of an `event` (the tracking part checks `data` size, see live/ingest.py).
+MAX_SEQ: Final = 2**53 - 1  # JSON-safe integers
+StreamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+KindName = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+LessonId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
 class Event(msgspec.Struct, kw_only=True, tag="event", tag_field="type"):
     """One interaction event; (device, stream, seq) identifies it, a resend is stored once."""
 
-    stream: str
-    seq: int
-    kind: str
-    t_ms: int
-    lesson_id: str | None = None
+    stream: StreamName
+    seq: Seq
+    kind: KindName
+    t_ms: TimeMs
+    lesson_id: LessonId | None = None
     data: dict[str, Any] = {}
 
 
@@ -206,6 +215,11 @@ class StudentLive(msgspec.Struct, kw_only=True):
     last_seen_ms: int | None = None
     status: Status | None = None
     frame_ms: int | None = None  # server time of the newest JPEG view, if any
+    # From the tracking part: newest committed progress, last gaze target, view frame count.
+    lesson_id: str | None = None
+    progress: float | None = None
+    target: str | None = None
+    frame_rev: int = 0
 
 
 class ClassPicture(msgspec.Struct, kw_only=True, tag="class", tag_field="type"):

@@ -3,20 +3,23 @@
 `app[FRAME_SINKS]` is one `FrameSinks`. The WebSocket dispatch (`live/dispatch.py`) has one
 place per frame type and hands each accepted frame to it:
 
-- `event` frames -> `sinks.event(peer, Event)`; while no ingest is plugged in (None) the
-  headset gets `error` `not_available`. An ingest must not block: it queues the event and,
-  once the batch is committed, sends `protocol.event_ack(stream, seq)` with `peer.send(...)`.
+- `event` frames -> `await sinks.event(peer, Event)`; while no ingest is plugged in (None)
+  the headset gets `error` `not_available`. The ingest queues the event and, once the batch
+  is committed, sends `protocol.event_ack(stream, seq)` with `peer.send(...)`; it awaits only
+  while its queue is full (back-pressure: this headset is not read meanwhile) and may raise
+  `protocol.Refusal` (answered with `error`).
 - `status` frames -> the hub keeps the newest per student (class picture), then every
   callable in `sinks.status` is called with (peer, Status).
 - binary frames (one JPEG view) -> the hub keeps the newest per device (`Hub.frame_of`), then
-  every callable in `sinks.frame` is called with (peer, jpeg bytes).
+  every callable in `sinks.frame` is called with (peer, jpeg bytes) first; one may raise
+  `protocol.Refusal` (size, rate) and then the hub does not keep the frame.
 
 The tracking part fills these in from its own cleanup context; nothing else changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,7 +42,7 @@ class Peer(Protocol):
     def send(self, frame: str | bytes, key: Hashable | None = None) -> None: ...
 
 
-EventSink = Callable[[Peer, Event], None]
+EventSink = Callable[[Peer, Event], Awaitable[None]]
 StatusSink = Callable[[Peer, Status], None]
 JpegSink = Callable[[Peer, bytes], None]
 

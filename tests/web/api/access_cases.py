@@ -51,6 +51,9 @@ CASES: dict[tuple[str, str], Case] = {
     # system
     ("GET", "/api/health"): fixed("/api/health"),
     ("GET", "/api/openapi.json"): fixed("/api/openapi.json"),
+    # sync with the org server
+    ("GET", "/api/sync/status"): fixed("/api/sync/status"),
+    ("POST", "/api/sync/now"): fixed("/api/sync/now"),
     ("GET", "/api/docs"): fixed("/api/docs"),
     # accounts
     ("POST", "/api/login/"): fixed("/api/login/", {"nickname": "nobody", "pin": "0000"}),
@@ -173,17 +176,43 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/sessions/{session_id}/"): Case(
         lambda i: (f"/api/sessions/{i.session_id}/", None)
     ),
-    # live classroom (web/ws.py)
+    # live classroom
     ("GET", "/api/sessions/{session_id}/live"): Case(
         lambda i: (f"/api/sessions/{i.session_id}/live", None)
     ),
     ("GET", "/api/asyncapi.json"): fixed("/api/asyncapi.json"),
+    # tracking
+    ("POST", "/api/events/"): Case(
+        lambda i: (
+            "/api/events/",
+            {
+                "device_id": i.device_id,
+                "stream": "matrix",
+                "events": [{"seq": 1, "kind": "click", "t_ms": 1, "data": {"target": "sun"}}],
+            },
+        )
+    ),
+    ("GET", "/api/results/"): Case(lambda i: (f"/api/results/?session_id={i.session_id}", None)),
+    ("GET", "/api/results.csv"): Case(
+        lambda i: (f"/api/results.csv?session_id={i.session_id}", None)
+    ),
+    ("GET", "/api/sessions/{session_id}/analytics"): Case(
+        lambda i: (f"/api/sessions/{i.session_id}/analytics", None)
+    ),
+    ("GET", "/api/events/export"): Case(
+        lambda i: (f"/api/events/export?session_id={i.session_id}", None)
+    ),
+    ("GET", "/api/devices/{device}/frame.jpg"): Case(
+        lambda i: (f"/api/devices/{i.device_id}/frame.jpg", None)
+    ),
 }
 
 
 # Who may call each route: the access policy, written down independently of the route tables.
 WHO: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/health"): ANYONE,
+    ("GET", "/api/sync/status"): ADMIN,
+    ("POST", "/api/sync/now"): ADMIN,
     ("POST", "/api/login/"): ANYONE,
     ("POST", "/api/logout/"): EVERY_ROLE,
     ("GET", "/api/me/"): EVERY_ROLE,
@@ -240,4 +269,10 @@ WHO: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/docs"): ANYONE,
     ("GET", "/api/sessions/{session_id}/live"): STAFF,
     ("GET", "/api/asyncapi.json"): ANYONE,
+    ("POST", "/api/events/"): EVERY_ROLE,
+    ("GET", "/api/results/"): EVERY_ROLE,
+    ("GET", "/api/results.csv"): EVERY_ROLE,
+    ("GET", "/api/sessions/{session_id}/analytics"): STAFF,
+    ("GET", "/api/events/export"): EVERY_ROLE,
+    ("GET", "/api/devices/{device}/frame.jpg"): STAFF,
 }

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import RunningBox
-from tests.factories import OrgWorld, bearer, make_device, make_org, token
 from tests.web.api.access_cases import CASES, WHO, Ids
+from tests.world import OrgWorld, bearer, make_device, make_org, token
 from vrlms_edge.app import api_registries
 from vrlms_edge.domain import sessions
 from vrlms_edge.domain.principal import Principal

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests import conftest
-from tests.factories import PASSWORD, make_device, make_org
+from tests.world import PASSWORD, make_device, make_org
 from vrlms_edge.keys import DB
 
 
