@@ -15,10 +15,10 @@ from tests.conftest import test_settings as box_settings
 from tests.factories import make_classroom
 from tests.live.support import DelayProxy, eventually, raw_websocket, receive_json, receive_type
 from vrlms_edge.domain.principal import Principal
-from vrlms_edge.domain.sessions import Action, Change, change_state
+from vrlms_edge.domain.sessions import Action, Change, change_state, state_of
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, HUB, SETTINGS
 from vrlms_edge.live.hub import percentile
-from vrlms_edge.store.models import Role
+from vrlms_edge.store.models import Role, Session
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_lead_follows_measured_round_trips(box: RunningBox) -> None:
     floor = box.app[SETTINGS].start_lead_floor_ms
     async with TeacherWs(box, room.teacher_token) as teacher:
         # Loopback: round trips of a millisecond keep the lead at its floor.
-        assert hub.lead_ms(room.session.id) == floor
+        assert hub.current_lead_ms(room.session.id) == floor
         proxy = await DelayProxy(box.url, 0.15, 0.2).start()
         try:
             ws = await box.http.ws_connect(proxy.ws_url + f"?token={room.headsets[0].token}")
@@ -81,7 +81,7 @@ async def test_lead_follows_measured_round_trips(box: RunningBox) -> None:
                 c.rtt_ms for c in hub.connections if c.principal.role == Role.student
             ]
             await eventually(lambda: conn_rtt() != [] and conn_rtt()[0] is not None, 5)
-            lead = hub.lead_ms(room.session.id)
+            lead = hub.current_lead_ms(room.session.id)
             # 3 x p95 of the room's round trips (300..400 ms through the proxy).
             assert 900 <= lead <= 1300, lead
             await teacher.send_json(
@@ -135,3 +135,25 @@ class TeacherWs:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ws.close()
+
+
+async def test_lead_covers_the_boxs_own_lag(box: RunningBox) -> None:
+    """A slow box (here: 400 ms between the command asking for a lead and the publish) shows
+    in the next lead, so the next start still reaches everyone before its anchor."""
+    room = await make_classroom(box.app[DB], box.app[CLOCK], 1)
+    hub = box.app[HUB]
+    async with box.http.ws_connect(f"/websocket/?token={room.headsets[0].token}") as ws:
+        await receive_json(ws)
+        assert hub.current_lead_ms(room.session.id) == 250
+        hub.lead_ms(room.session.id)  # a command starts...
+        await asyncio.sleep(0.4)  # ...and the box takes its time
+        async with box.app[DB].read() as s:
+            row = await s.get(Session, room.session.id)
+            assert row is not None
+            state = await state_of(s, row)
+        state.rev += 1
+        hub.publish(room.org.id, room.klass.id, state)
+        assert (await receive_type(ws, "state"))["rev"] == state.rev
+        await eventually(lambda: len(hub.send_lags_s) == 1, 2)
+        assert hub.send_lags_s[0] >= 0.4
+        assert hub.current_lead_ms(room.session.id) >= 400

@@ -84,6 +84,13 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     summary = report.summary()
     for key, value in summary.items():
         print(f"{key:>16}: {value:.2f}" if isinstance(value, float) else f"{key:>16}: {value}")
+    codes = report.close_codes()
+    print(f"{'close codes':>16}: " + (", ".join(f"{c}x{n}" for c, n in codes.items()) or "-"))
+    errors: dict[str, int] = {}
+    for h in report.headsets:
+        for key, n in h.stats.errors.items():
+            errors[key] = errors.get(key, 0) + n
+    print(f"{'errors':>16}: " + (", ".join(f"{k}x{n}" for k, n in sorted(errors.items())) or "-"))
     for failure in report.login_failures:
         print(f"login failed: {failure}", file=sys.stderr)
     if args.json:

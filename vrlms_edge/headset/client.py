@@ -87,6 +87,8 @@ MAX_UNACKED_EVENTS: Final = 20_000
 BACKOFF_BASE_S: Final = 0.5
 BACKOFF_CAP_S: Final = 15.0
 STABLE_AFTER_S: Final = 10.0
+# Closing handshake on stop: the box answers at once; past this the socket is just dropped.
+CLOSE_TIMEOUT_S: Final = 5.0
 # Not yet approved: ask again this often.
 FORBIDDEN_RETRY_S: Final = 30.0
 # A minimal JPEG stand-in for the simulator's views (SOI, APP0 JFIF, EOI).
@@ -503,7 +505,9 @@ class HeadsetClient:
                     if exc.status in (400, 401, 403, 404, 422):
                         return
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.debug("connection failed: %s", exc)
+                    log.debug("connection failed: %r", exc)
+                    key = f"connect:{type(exc).__name__}"
+                    self.stats.errors[key] = self.stats.errors.get(key, 0) + 1
                 if stop.is_set():
                     return
                 if code == CLOSE_REPLACED:
@@ -573,13 +577,16 @@ class HeadsetClient:
 
         async def close_on_stop() -> None:
             await stop.wait()
-            await ws.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
 
         closer = asyncio.create_task(close_on_stop())
         try:
             while True:
                 msg = await ws.receive(timeout=silence_s)
                 if msg.type != aiohttp.WSMsgType.TEXT:
+                    if stop.is_set():
+                        await closer  # our own close: let its handshake finish first
                     return  # CLOSE / CLOSED / ERROR: the caller reads ws.close_code
                 self._on_frame(msg.data, self.local_ms())
         finally:
@@ -588,7 +595,7 @@ class HeadsetClient:
     def _on_frame(self, raw: str, received_local: float) -> None:
         try:
             message = _server_decoder(raw)
-        except msgspec.ValidationError:
+        except msgspec.DecodeError:  # includes ValidationError
             log.warning("unexpected frame from the box: %.200s", raw)
             return
         if isinstance(message, SessionState):
@@ -751,7 +758,11 @@ class TeacherClient:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
-            message = _server_decoder(msg.data)
+            try:
+                message = _server_decoder(msg.data)
+            except msgspec.DecodeError:
+                log.warning("unexpected frame from the box: %.200s", msg.data)
+                continue
             if isinstance(message, SessionState):
                 known = self.states.get(message.session_id)
                 if known is None or known.rev < message.rev:

@@ -46,6 +46,8 @@ SETTLE_TIMEOUT_S: Final = 60.0
 PROGRESS_EVERY_S: Final = 1.0
 # After a command, wait at most this long for every headset to have applied it.
 APPLY_TIMEOUT_S: Final = 5.0
+# At the end, headsets get this long to close their sockets.
+STOP_TIMEOUT_S: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,15 @@ class SimulationReport:
     headsets: list[HeadsetClient]
     nicknames: list[str]
     skews_ms: list[float] = field(default_factory=list)
+    # Per start: how long before its anchor the state arrived (by the headset's clock
+    # estimate; negative: after it), and how late the headset's own timer fired.
+    margins_ms: list[float] = field(default_factory=list)
+    timer_lags_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
     command_ms: list[float] = field(default_factory=list)  # teacher: command -> result
     starts: int = 0
     login_failures: list[str] = field(default_factory=list)
+    hung: int = 0  # headset tasks that did not stop in STOP_TIMEOUT_S (cancelled)
 
     def summary(self) -> dict[str, float]:
         rtts = [h.clock.min_rtt_ms for h in self.headsets if h.clock.min_rtt_ms is not None]
@@ -104,15 +111,30 @@ class SimulationReport:
             "skew_p50_ms": quantile(abs_skews, 0.5),
             "skew_p99_ms": quantile(abs_skews, 0.99),
             "skew_max_ms": max(abs_skews, default=math.nan),
+            "in_time_pct": 100.0 * sum(m > 0 for m in self.margins_ms) / len(self.margins_ms)
+            if self.margins_ms
+            else math.nan,
+            "margin_p50_ms": quantile(self.margins_ms, 0.5),
+            "timer_lag_p50_ms": quantile(self.timer_lags_ms, 0.5),
+            "timer_lag_p99_ms": quantile(self.timer_lags_ms, 0.99),
             "delivery_p50_ms": quantile(self.delivery_ms, 0.5),
             "delivery_p99_ms": quantile(self.delivery_ms, 0.99),
             "command_p50_ms": quantile(self.command_ms, 0.5),
             "rtt_p50_ms": quantile(rtts, 0.5),
             "rtt_p99_ms": quantile(rtts, 0.99),
             "reconnects": sum(h.stats.reconnects for h in self.headsets),
+            "hung_at_stop": self.hung,
             "events_sent": sum(h.stats.events_sent for h in self.headsets),
             "events_unacked": sum(len(h.events.unacked) for h in self.headsets),
         }
+
+    def close_codes(self) -> dict[int, int]:
+        """How the headsets' connections ended (0: closed by the headset itself)."""
+        counts: dict[int, int] = {}
+        for h in self.headsets:
+            for code in h.stats.close_codes:
+                counts[code] = counts.get(code, 0) + 1
+        return dict(sorted(counts.items()))
 
     def table(self) -> str:
         rows = [
@@ -196,7 +218,12 @@ class Simulation:
                     await asyncio.sleep(cfg.duration_s)
             finally:
                 self.stop.set()
+                # Headsets close their sockets; one that hangs must not hang the report.
+                _, hanging = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+                for task in hanging:
+                    task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                report.hung = len(hanging)
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress
@@ -310,6 +337,13 @@ class Simulation:
             for applied in _starts(h):
                 if applied.rev in self.sent_ms:
                     report.skews_ms.append(start_skew(applied))
+                    anchor_local = applied.anchor_server_ms - applied.offset_ms
+                    report.margins_ms.append(anchor_local - applied.received_local_ms)
+                    if (
+                        applied.started_local_ms is not None
+                        and anchor_local > applied.received_local_ms
+                    ):
+                        report.timer_lags_ms.append(applied.started_local_ms - anchor_local)
 
     async def _progress(self, report: SimulationReport) -> None:
         started = time.monotonic()

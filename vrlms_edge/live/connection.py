@@ -79,6 +79,7 @@ class Connection:
         self._monotonic = monotonic
         self._pending: dict[Hashable, Frame] = {}
         self._pending_rev: dict[Hashable, int] = {}
+        self._on_sent: dict[Hashable, Callable[[float], None]] = {}
         self._control: list[tuple[str, bytes]] = []  # ("ping"|"pong", payload)
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -117,12 +118,23 @@ class Connection:
         self._pending[key if key is not None else ("once", next(_ids))] = frame
         self._wake.set()
 
-    def offer_state(self, session_id: str, rev: int, frame: str) -> None:
-        """Queue a session state unless a newer rev of that session is already pending."""
+    def offer_state(
+        self,
+        session_id: str,
+        rev: int,
+        frame: str,
+        on_sent: Callable[[float], None] | None = None,
+    ) -> None:
+        """Queue a session state unless a newer rev of that session is already pending;
+        `on_sent(monotonic time)` is called once the writer has handed it to the socket."""
         key = ("state", session_id)
         if self._pending_rev.get(key, -1) > rev and key in self._pending:
             return
         self._pending_rev[key] = rev
+        if on_sent is not None:
+            self._on_sent[key] = on_sent
+        else:
+            self._on_sent.pop(key, None)
         self.send(frame, key)
 
     def put_first(self, frame: str) -> None:
@@ -198,6 +210,7 @@ class Connection:
                         key = next(iter(self._pending))
                         frame = self._pending.pop(key)
                         self._pending_rev.pop(key, None)
+                        on_sent = self._on_sent.pop(key, None)
                         if callable(frame):
                             frame = frame()
                         if isinstance(frame, str):
@@ -205,6 +218,8 @@ class Connection:
                         else:
                             await ws.send_bytes(frame)
                         self.sent_frames += 1
+                        if on_sent is not None:
+                            on_sent(self._monotonic())
                     self._send_started = None
         except (ConnectionError, RuntimeError) as exc:
             # The socket went away under us; the receive loop sees it too and cleans up.

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -51,6 +52,8 @@ CLASS_PICTURE_INTERVAL_S: Final = 0.5
 # arrive (half an RTT) with room for a retransmission and for jitter.
 LEAD_RTT_FACTOR: Final = 3.0
 LIVE_STATUSES: Final = frozenset({"playing", "paused"})
+# Command-to-socket lags kept: the members of the last few commands in a class of 300.
+LAG_SAMPLES: Final = 1024
 
 
 @dataclass
@@ -150,6 +153,10 @@ class Hub:
         self._session_class: dict[str, str] = {}
         self._by_device: dict[str, Connection] = {}
         self._frames: dict[str, tuple[int, bytes]] = {}
+        # When a command asked for a lead, per session; and how long, from that moment, each
+        # member's state took to reach its socket (the box's own share of a start's delay).
+        self._lead_asked: dict[str, float] = {}
+        self.send_lags_s: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.connections: set[Connection] = set()
         self.attendance: AttendanceLog | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -182,16 +189,24 @@ class Hub:
     # --- StateBroadcast ---------------------------------------------------------------------
 
     def lead_ms(self, session_id: str) -> int:
-        """clamp(LEAD_RTT_FACTOR x p95 round trip of the session's room, floor, cap); a
-        session no member has seen yet is sized by every connection of the box."""
+        """The start lead for a command on `session_id` about to be applied (StateBroadcast);
+        the box's own lag is measured from this call to each member's send (see publish)."""
+        self._lead_asked[session_id] = self._clock.monotonic()
+        return self.current_lead_ms(session_id)
+
+    def current_lead_ms(self, session_id: str) -> int:
+        """clamp(LEAD_RTT_FACTOR x p95 round trip of the session's room + p99 of the box's
+        recent command-to-socket lag, floor, cap). A session no member has seen yet is sized by
+        every connection of the box. The lag term keeps starts on time when the box itself is
+        slow (a busy CPU, a large room), which no round trip shows."""
         floor = self._settings.start_lead_floor_ms
         cap = self._settings.start_lead_max_ms
         room = self._rooms.get(self._session_class.get(session_id, ""))
         conns: Iterable[Connection] = room.members if room is not None else self.connections
         samples = [rtt for conn in conns for rtt in conn.rtt_s]
-        if not samples:
-            return floor
-        lead = math.ceil(LEAD_RTT_FACTOR * percentile(samples, 0.95) * 1000.0)
+        rtt_part = LEAD_RTT_FACTOR * percentile(samples, 0.95) if samples else 0.0
+        lag_part = percentile(self.send_lags_s, 0.99) if self.send_lags_s else 0.0
+        lead = math.ceil((rtt_part + lag_part) * 1000.0)
         return max(floor, min(cap, lead))
 
     def publish(self, org_id: str, class_id: str, state: SessionState) -> None:
@@ -202,11 +217,19 @@ class Hub:
             return  # an older rev arriving late changes nothing
         room.states[state.session_id] = state
         frame = encode(state)  # once, for every member
+        asked = self._lead_asked.pop(state.session_id, None)
+        on_sent = None
+        if asked is not None:
+            lags = self.send_lags_s
+
+            def on_sent(sent_at: float) -> None:
+                lags.append(sent_at - asked)
+
         for conn in room.students:
             conn.session_id = state.session_id
-            conn.offer_state(state.session_id, state.rev, frame)
+            conn.offer_state(state.session_id, state.rev, frame, on_sent)
         for conn in room.teachers:
-            conn.offer_state(state.session_id, state.rev, frame)
+            conn.offer_state(state.session_id, state.rev, frame, on_sent)
         self._track_attendance(room, state)
         room.dirty = True
 
@@ -404,7 +427,7 @@ class Hub:
             class_id=class_id,
             session_id=sid,
             rev=state.rev if state is not None else None,
-            lead_ms=self.lead_ms(sid) if sid else self._settings.start_lead_floor_ms,
+            lead_ms=self.current_lead_ms(sid) if sid else self._settings.start_lead_floor_ms,
             students=[e.live() for e in students],
         )
 

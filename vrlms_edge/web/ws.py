@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -343,6 +344,7 @@ async def session_live(request: web.Request) -> web.Response:
     roles=None,
     summary="AsyncAPI 3.0 document of /websocket/ (from the message schemas)",
     tag="live",
+    response=dict[str, Any],
 )
 async def asyncapi(request: web.Request) -> web.Response:
     return json_response(asyncapi_document(f"ws://{request.host}"))
