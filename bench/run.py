@@ -440,6 +440,8 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     names = args.only.split(",") if args.only else list(TARGETS)
     p = plan(args.full, sizes)
+    if sizes:
+        p["sizes_by_target"] = {}
     if args.w1_only:
         p["extras"] = ()
     started = time.monotonic()
