@@ -101,27 +101,32 @@ class AttendanceLog:
                     self._queue.task_done()
 
     async def _write(self, ops: list[_Op]) -> None:
+        # One round trip per kind, not per op: a class of 300 connecting at once is ten
+        # batches, and per-row flushes kept the writer busy for seconds after a reconnect storm.
+        joins = [op for op in ops if isinstance(op, _Join)]
+        leaves = [op for op in ops if isinstance(op, _Leave)]
+        seen = {op.device_pk: op.at for op in ops if isinstance(op, _Seen)}  # newest wins
         async with self._db.write() as s:
-            for op in ops:
-                if isinstance(op, _Join):
-                    s.add(
-                        Attendance(
-                            id=op.row_id,
-                            org_id=op.org_id,
-                            session_id=op.session_id,
-                            user_id=op.user_id,
-                            device_id=op.device_pk,
-                            joined_at=op.at,
-                        )
+            if joins:
+                s.add_all(
+                    Attendance(
+                        id=op.row_id,
+                        org_id=op.org_id,
+                        session_id=op.session_id,
+                        user_id=op.user_id,
+                        device_id=op.device_pk,
+                        joined_at=op.at,
                     )
-                    await s.flush()
-                elif isinstance(op, _Leave):
-                    await s.execute(
-                        update(Attendance)
-                        .where(Attendance.id == op.row_id, Attendance.left_at.is_(None))
-                        .values(left_at=op.at)
-                    )
-                else:
-                    await s.execute(
-                        update(Device).where(Device.id == op.device_pk).values(last_seen_at=op.at)
-                    )
+                    for op in joins
+                )
+                await s.flush()  # before the leaves: one may close a row joined in this batch
+            for leave in leaves:
+                await s.execute(
+                    update(Attendance)
+                    .where(Attendance.id == leave.row_id, Attendance.left_at.is_(None))
+                    .values(left_at=leave.at)
+                )
+            if seen:
+                await s.execute(
+                    update(Device), [{"id": pk, "last_seen_at": at} for pk, at in seen.items()]
+                )
