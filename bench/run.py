@@ -282,6 +282,8 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "sizes_by_target": {} if full else {"peer-redis": [30, 300]},
         # Workloads beyond W1 per target in quick mode: ours and the peer as most deploy it.
         "extras": TARGETS if full else ("box", "peer-memory"),
+        # W5 also on the floor in quick mode: what reconnecting costs the generator alone.
+        "w5_targets": TARGETS if full else ("box", "peer-memory", "floor"),
     }
 
 
@@ -346,9 +348,6 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
             )
             log(f"{name} W4: p99 {out['w4']['p99_ms']} cut {out['w4']['stalled_cut_off_after_s']}")
             out.setdefault("settle_s", []).append(settle(target))
-            out["w5"] = loadgen.run_workload(target, "w5", p["w5_n"], procs_for(p["w5_n"]))
-            log(f"{name} W5: all have state after {out['w5']['all_have_state_s']} s")
-            out.setdefault("settle_s", []).append(settle(target))
             out["w6"] = loadgen.run_workload(target, "w6", p["w6_n"], 1, trials=p["w6_trials"])
             with delay_proxy(target["port"]) as proxy_port:
                 out["w6_proxy"] = loadgen.run_workload(
@@ -364,6 +363,10 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
                 f"{name} W6: skew p99 {out['w6']['skew_p99_ms']} ms loopback, "
                 f"{out['w6_proxy']['skew_p99_ms']} ms via jitter proxy"
             )
+        if name in p["w5_targets"]:
+            out.setdefault("settle_s", []).append(settle(target))
+            out["w5"] = loadgen.run_workload(target, "w5", p["w5_n"], procs_for(p["w5_n"]))
+            log(f"{name} W5: all have state after {out['w5']['all_have_state_s']} s")
     out["wall_s"] = round(time.monotonic() - t0, 1)
     return out
 
@@ -443,7 +446,7 @@ def main() -> None:
     if sizes:
         p["sizes_by_target"] = {}
     if args.w1_only:
-        p["extras"] = ()
+        p["extras"] = p["w5_targets"] = ()
     started = time.monotonic()
 
     def log(msg: str) -> None:
