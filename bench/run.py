@@ -271,7 +271,7 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "commands_1000": 100 if full else 40,
         "rate": 20.0,
         "capacity_n": 300,
-        "capacity_rates": [5, 10, 20, 40, 80, 160] if full else [10, 20, 40, 80],
+        "capacity_rates": [5, 10, 20, 40, 80, 160] if full else [5, 10, 20, 40, 80],
         "capacity_step_s": 2.0 if full else 1.0,
         "w3_commands": 60 if full else 30,
         "w4_commands": 100 if full else 60,
