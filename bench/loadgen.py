@@ -603,7 +603,8 @@ async def w1(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
     pids = co.pids()
     if "server" in pids:
         out["rss_connected_mb"] = round(rss_mb(pids["server"]), 1)
-    out["fanout"] = await co.fanout(opts.get("commands", 100), opts.get("rate", 20.0))
+    drain_s = opts.get("drain_s", DRAIN_TIMEOUT_S)
+    out["fanout"] = await co.fanout(opts.get("commands", 100), opts.get("rate", 20.0), drain_s)
     if opts.get("capacity_rates"):
         steps = []
         best = 0.0

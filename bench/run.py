@@ -268,13 +268,14 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
     return {
         "sizes": sizes or [30, 100, 300, 1000],
         "commands": 100 if full else 50,
-        "commands_1000": 100 if full else 40,
+        "commands_1000": 100 if full else 20,
+        "drain_s": 10.0 if full else 5.0,  # deliveries later than this after the train: lost
         "rate": 20.0,
         "capacity_n": 300,
         "capacity_rates": [5, 10, 20, 40, 80, 160] if full else [5, 10, 20, 40, 80],
         "capacity_step_s": 2.0 if full else 1.0,
         "w3_commands": 60 if full else 30,
-        "w4_commands": 100 if full else 60,
+        "w4_commands": 100 if full else 40,
         "w5_n": 300,
         "w6_n": 30,
         "w6_trials": 10 if full else 2,
@@ -316,7 +317,7 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
         log(f"{name}: up, RSS {out['rss_idle_mb']} MB")
         for n in p["sizes_by_target"].get(name, p["sizes"]):
             cmds = p["commands_1000"] if n >= 1000 else p["commands"]
-            opts: dict[str, Any] = {"commands": cmds, "rate": p["rate"]}
+            opts: dict[str, Any] = {"commands": cmds, "rate": p["rate"], "drain_s": p["drain_s"]}
             if n == p["capacity_n"]:
                 opts.update(
                     capacity_rates=p["capacity_rates"], capacity_step_s=p["capacity_step_s"]
