@@ -25,6 +25,8 @@ from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 
 IN_CI = os.environ.get("CI") == "true"
+# The throwaway PostgreSQL cluster and org server fixtures.
+pytest_plugins = ["tests.orgserver"]
 
 
 def need(condition: bool, reason: str) -> None:

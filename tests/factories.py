@@ -62,7 +62,7 @@ async def make_user(db: Database, org: Org, role: Role, nickname: str) -> User:
     return user
 
 
-async def make_device(
+async def add_headset_device(
     db: Database,
     org: Org,
     device_id: str,
@@ -151,7 +151,7 @@ async def make_classroom(
 
 async def add_student(db: Database, clock: ServerClock, room: Classroom, n: int) -> Headset:
     user = await make_user(db, room.org, Role.student, f"{room.org.slug}-student{n:02d}")
-    device = await make_device(db, room.org, f"{room.org.slug}-HS-{n:02d}", bound_user=user)
+    device = await add_headset_device(db, room.org, f"{room.org.slug}-HS-{n:02d}", bound_user=user)
     async with db.write() as s:
         s.add(Enrollment(org_id=room.org.id, class_id=room.klass.id, user_id=user.id))
     return Headset(user=user, device=device, token=await token_for(db, clock, user, device))
@@ -259,7 +259,8 @@ async def classroom(
     admin = await make_user(db, org, Role.admin, f"{slug}-admin")
     people = [await make_user(db, org, Role.student, f"{slug}-s{i:02d}") for i in range(students)]
     devices = [
-        await make_device(db, org, f"{slug}-hs{i:02d}", bound_user=u) for i, u in enumerate(people)
+        await add_headset_device(db, org, f"{slug}-hs{i:02d}", bound_user=u)
+        for i, u in enumerate(people)
     ]
     klass = await make_class(db, org, teacher, people)
     lesson_rows = await make_lessons(db, org, lessons)

@@ -25,6 +25,8 @@ from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.sync import api as sync_api
+from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
 from vrlms_edge.web import openapi, system, tracking, ws
@@ -58,6 +60,7 @@ def api_registries() -> list[ApiRegistry]:
         openapi.routes,
         tracking.routes,
         ws.routes,
+        sync_api.routes,
     ]
 
 
@@ -117,4 +120,5 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.cleanup_ctx.append(sessions_api.auto_start_ctx)
     if settings.mdns:
         app.cleanup_ctx.append(mdns_ctx)
+    app.cleanup_ctx.append(sync_ctx)
     return app

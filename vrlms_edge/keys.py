@@ -15,6 +15,7 @@ from vrlms_edge.live.ingest import EventIngest
 from vrlms_edge.live.liveview import LiveView
 from vrlms_edge.live.sinks import FrameSinks
 from vrlms_edge.store.db import Database
+from vrlms_edge.sync.worker import SyncWorker
 from vrlms_edge.tls import TlsIdentity
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -38,3 +39,5 @@ LIVEVIEW: Final = web.AppKey("liveview", LiveView)
 HUB: Final = web.AppKey("hub", Hub)
 # Where inbound headset frames go (events, status, JPEG views): see live/sinks.py.
 FRAME_SINKS: Final = web.AppKey("frame_sinks", FrameSinks)
+# The background sync with the org server (wake() asks for a run now).
+SYNC: Final = web.AppKey("sync", SyncWorker)

@@ -16,9 +16,9 @@ from tests.conftest import RunningBox, start_box, stop_box
 from tests.conftest import test_settings as box_settings
 from tests.factories import (
     Classroom,
+    add_headset_device,
     fresh_slug,
     make_classroom,
-    make_device,
     make_user,
     token_for,
 )
@@ -87,7 +87,9 @@ async def test_missing_or_bad_token_closes_4401(box: RunningBox) -> None:
 async def test_pending_device_closes_4403(box: RunningBox, room: Classroom) -> None:
     db, clock = box.app[DB], box.app[CLOCK]
     user = await make_user(db, room.org, Role.student, "newkid")
-    device = await make_device(db, room.org, f"{room.org.slug}-NEW", status=DeviceStatus.pending)
+    device = await add_headset_device(
+        db, room.org, f"{room.org.slug}-NEW", status=DeviceStatus.pending
+    )
     token = await token_for(db, clock, user, device)
     assert await close_code(box, f"/websocket/?token={token}") == protocol.CLOSE_FORBIDDEN
 

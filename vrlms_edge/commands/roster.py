@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from vrlms_edge.commands.runner import (
+    DEFAULT_ORG_NAME,
+    DEFAULT_ORG_SLUG,
     EXIT_FAILED,
     EXIT_OK,
     Progress,
@@ -23,9 +25,6 @@ from vrlms_edge.domain import roster, roster_csv
 from vrlms_edge.errors import AppError
 from vrlms_edge.store.db import Database
 
-# The org a roster import creates on a box that has none yet.
-DEFAULT_ORG_SLUG: Final = "school"
-DEFAULT_ORG_NAME: Final = "School"
 # Far above any school's roster file; refuses to read a wrong, huge file into memory.
 MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 
@@ -34,10 +33,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("import-roster", help="add teachers, students, classes, headsets from CSV")
     p.add_argument("file", metavar="FILE.csv", help="roster CSV ('-' for stdin)")
     p.add_argument("--dry-run", action="store_true", help="check the file, change nothing")
-    add_org_option(p)
-    p.add_argument(
-        "--org-name", help=f"name of the org to create on an empty box (default {DEFAULT_ORG_NAME})"
-    )
+    add_org_option(p, creates=True)
     p.set_defaults(run=run_import)
 
     e = sub.add_parser("export-roster", help="write the roster as CSV (PIN column empty)")
@@ -69,16 +65,21 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         return fail(exc.message)
 
     async def job(db: Database) -> int:
+        org_id: str | None
         try:
             org_id = (await org_of(db, args)).id
         except AppError as exc:
             if exc.code != "no_org" or await roster.count_orgs(db) > 0:
                 raise
-            # An empty box: the roster brings the school (a dry run only pretends).
-            slug, name = args.org or DEFAULT_ORG_SLUG, args.org_name or DEFAULT_ORG_NAME
-            org_id = "" if args.dry_run else (await roster.get_or_create_org(db, slug, name)).id
+            org_id = None  # an empty box: the roster brings the school
+        new_org = (args.org or DEFAULT_ORG_SLUG, args.org_name or DEFAULT_ORG_NAME)
         report = await roster_csv.import_roster(
-            db, org_id, text, dry_run=args.dry_run, progress=Progress("import: hashing PINs")
+            db,
+            org_id,
+            text,
+            dry_run=args.dry_run,
+            progress=Progress("import: hashing PINs"),
+            new_org=new_org,
         )
         for error in report.errors:
             where = f"line {error.line}" if error.line else "..."

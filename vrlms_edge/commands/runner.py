@@ -18,7 +18,7 @@ from typing import Any, Final, TextIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from vrlms_edge.config import Settings
-from vrlms_edge.domain.roster import OrgView, box_org
+from vrlms_edge.domain.roster import OrgView, box_org, count_orgs, get_or_create_org
 from vrlms_edge.errors import AppError
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
@@ -26,6 +26,9 @@ from vrlms_edge.store.db import Database
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+# The org a box without one gets when its first users arrive (CLI `users add`, a roster).
+DEFAULT_ORG_SLUG: Final = "school"
+DEFAULT_ORG_NAME: Final = "School"
 # A non-terminal stderr (a log file, CI) gets a progress line at most this often.
 PROGRESS_LINE_EVERY_S: Final = 2.0
 
@@ -84,8 +87,28 @@ async def org_of(db: Database, args: argparse.Namespace) -> OrgView:
     return await box_org(db, getattr(args, "org", None))
 
 
-def add_org_option(parser: Any) -> None:
+async def org_to_fill(db: Database, args: argparse.Namespace) -> OrgView:
+    """Like org_of, but on a box without any org the first user brings one: `--org` (default
+    `school`) named `--org-name` (default `School`)."""
+    try:
+        return await org_of(db, args)
+    except AppError as exc:
+        if exc.code != "no_org" or await count_orgs(db) > 0:
+            raise
+    slug = getattr(args, "org", None) or DEFAULT_ORG_SLUG
+    name = getattr(args, "org_name", None) or DEFAULT_ORG_NAME
+    org = await get_or_create_org(db, slug, name)
+    say(f"created the org {org.slug} ({org.name})")
+    return org
+
+
+def add_org_option(parser: Any, *, creates: bool = False) -> None:
     parser.add_argument("--org", metavar="SLUG", help="org to act on (default: the box's only org)")
+    if creates:
+        parser.add_argument(
+            "--org-name",
+            help=f"name of the org to create on a box without one (default {DEFAULT_ORG_NAME})",
+        )
 
 
 def read_secret(

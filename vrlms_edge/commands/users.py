@@ -13,6 +13,7 @@ from vrlms_edge.commands.runner import (
     UsageError,
     add_org_option,
     org_of,
+    org_to_fill,
     read_secret,
     run_on_database,
     say,
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
     pins.add_argument("--pin", help="4-digit PIN")
     pins.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
     _password_options(add)
-    add_org_option(add)
+    add_org_option(add, creates=True)
     add.set_defaults(run=run_add)
 
     ls = actions.add_parser("list", help="list users")
@@ -88,9 +89,12 @@ def _password(args: argparse.Namespace, *, needed: bool) -> str | None:
 
 def run_add(args: argparse.Namespace, settings: Settings) -> int:
     async def job(db: Database) -> int:
-        org = await org_of(db, args)
         pin = read_secret("pin", from_stdin=True) if args.pin_stdin else args.pin
         password = _password(args, needed=args.role == "admin")
+        # Checked before an org may be created for this first user.
+        roster.check_nickname(args.nickname)
+        roster.check_credentials(roster.check_role(args.role), pin, password)
+        org = await org_to_fill(db, args)
         user = await roster.create_user(
             db, org.id, args.role, args.nickname, args.name or args.nickname, pin, password
         )

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from vrlms_edge.domain import results
 from vrlms_edge.store.db import Database
@@ -128,28 +129,41 @@ class EventLog:
         found = self._heads.get(key)
         return None if found is None else found.acked
 
-    async def _load_head(self, s: AsyncSession, key: StreamKey) -> StreamHead:
-        device_pk, stream = key
-        acked = (
-            await s.execute(
-                select(EventStream.acked_seq).where(
-                    EventStream.device_id == device_pk, EventStream.stream == stream
+    async def _load_heads(
+        self, s: AsyncSession, keys: list[StreamKey]
+    ) -> dict[StreamKey, StreamHead]:
+        """Heads of streams not in memory, read in two statements for the whole batch."""
+        wanted = tuple_(EventStream.device_id, EventStream.stream).in_(keys)
+        acked = {
+            (device, stream): seq
+            for device, stream, seq in (
+                await s.execute(
+                    select(EventStream.device_id, EventStream.stream, EventStream.acked_seq).where(
+                        wanted
+                    )
                 )
+            ).tuples()
+        }
+        heads = {key: StreamHead(acked.get(key, 0)) for key in keys}
+        head_of = aliased(EventStream)
+        above = await s.execute(
+            select(InteractionEvent.device_id, InteractionEvent.stream, InteractionEvent.seq)
+            .outerjoin(
+                head_of,
+                and_(
+                    head_of.device_id == InteractionEvent.device_id,
+                    head_of.stream == InteractionEvent.stream,
+                ),
             )
-        ).scalar_one_or_none() or 0
-        above = (
-            await s.execute(
-                select(InteractionEvent.seq).where(
-                    InteractionEvent.device_id == device_pk,
-                    InteractionEvent.stream == stream,
-                    InteractionEvent.seq > acked,
-                )
+            .where(
+                tuple_(InteractionEvent.device_id, InteractionEvent.stream).in_(keys),
+                InteractionEvent.seq > func.coalesce(head_of.acked_seq, 0),
             )
-        ).scalars()
-        head = StreamHead(acked)
-        for seq in sorted(above):
-            head.add(seq)
-        return head
+            .order_by(InteractionEvent.seq)
+        )
+        for device, stream, seq in above.tuples():
+            heads[(device, stream)].add(seq)
+        return heads
 
     async def store(
         self, s: AsyncSession, events: list[NewEvent], now: datetime, now_ms: int
@@ -160,14 +174,21 @@ class EventLog:
         orgs: dict[StreamKey, str] = {}
         fresh: list[NewEvent] = []
         refused: list[NewEvent] = []
+        missing: list[StreamKey] = []
         for event in events:
             key = event.key
-            head = heads.get(key)
-            if head is None:
-                cached = self._heads.get(key)
-                head = cached.copy() if cached is not None else await self._load_head(s, key)
-                heads[key] = head
+            if key not in orgs:
                 orgs[key] = event.org_id
+                cached = self._heads.get(key)
+                if cached is not None:
+                    heads[key] = cached.copy()
+                else:
+                    missing.append(key)
+        if missing:
+            heads.update(await self._load_heads(s, missing))
+        for event in events:
+            key = event.key
+            head = heads[key]
             seq = event.seq
             if seq <= head.acked or seq in head.above:
                 continue  # stored before (a resend): acknowledged, not stored again

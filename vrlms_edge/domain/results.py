@@ -40,7 +40,7 @@ from vrlms_edge.store.models import (
     User,
     new_id,
 )
-from vrlms_edge.sync.outbox import enqueue, row_payload
+from vrlms_edge.sync.outbox import enqueue_many, row_payload
 
 if TYPE_CHECKING:
     from vrlms_edge.domain.events import NewEvent
@@ -233,8 +233,11 @@ def _apply_one(row: Result, event: NewEvent) -> None:
         row.status = ResultStatus.in_progress
 
 
+Outbox = list[tuple[str, str, str, dict[str, Any]]]  # (org_id, entity, entity_id, payload)
+
+
 async def _record_attendance(
-    s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook
+    s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook, outbox: Outbox
 ) -> None:
     firsts: dict[tuple[str, str], NewEvent] = {}
     for e in events:
@@ -242,15 +245,22 @@ async def _record_attendance(
             pair = (e.session_id, e.user_id)
             if pair not in book.known and pair not in book.pending and pair not in firsts:
                 firsts[pair] = e
-    for (session_id, user_id), e in firsts.items():
-        present = (
+    if not firsts:
+        return
+    present = set(
+        (
             await s.execute(
-                select(Attendance.id).where(
-                    Attendance.session_id == session_id, Attendance.user_id == user_id
+                select(Attendance.session_id, Attendance.user_id).where(
+                    Attendance.session_id.in_({p[0] for p in firsts}),
+                    Attendance.user_id.in_({p[1] for p in firsts}),
                 )
             )
-        ).first()
-        if present is None:
+        ).tuples()
+    )
+    for (session_id, user_id), e in firsts.items():
+        if (session_id, user_id) not in present:
+            # Events arrived without a live connection (an offline upload): they still show
+            # that the student took part.
             row = Attendance(
                 id=new_id(),
                 org_id=e.org_id,
@@ -258,45 +268,71 @@ async def _record_attendance(
                 user_id=user_id,
                 device_id=e.device_pk,
                 joined_at=now,
+                left_at=None,
+                deleted_at=None,
                 created_at=now,
                 updated_at=now,
             )
             s.add(row)
-            await enqueue(s, e.org_id, "attendance", row.id, row_payload(row))
+            outbox.append((e.org_id, "attendance", row.id, row_payload(row)))
         book.pending.add((session_id, user_id))
 
 
 async def apply_events(
     s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook
 ) -> list[ResultChange]:
-    """Update attendance and Result rows for newly stored events (same transaction)."""
-    await _record_attendance(s, events, now, book)
-    relevant = [e for e in events if e.kind in RESULT_KINDS and e.user_id is not None]
+    """Update attendance and Result rows for newly stored events (same transaction). A few
+    statements per batch whatever its size: rows are read and the outbox written in bulk."""
+    outbox: Outbox = []
+    with s.no_autoflush:
+        await _record_attendance(s, events, now, book, outbox)
+        changes = await _apply_results(s, events, now, outbox)
+        if outbox:
+            await enqueue_many(s, outbox)
+    return changes
+
+
+async def _apply_results(
+    s: AsyncSession, events: list[NewEvent], now: datetime, outbox: Outbox
+) -> list[ResultChange]:
+    relevant = [
+        e
+        for e in events
+        if e.kind in RESULT_KINDS and e.user_id is not None and e.lesson_id is not None
+    ]
     if not relevant:
         return []
-    lesson_ids = {e.lesson_id for e in relevant if e.lesson_id is not None}
-    known_lessons: dict[str, str] = {}
-    if lesson_ids:
-        known_lessons = dict(
-            (await s.execute(select(Lesson.id, Lesson.org_id).where(Lesson.id.in_(lesson_ids))))
-            .tuples()
-            .all()
-        )
-    rows: dict[tuple[str, str, str | None], Result] = {}
+    lesson_ids = {e.lesson_id for e in relevant}
+    user_ids = {e.user_id for e in relevant}
+    known_lessons = dict(
+        (await s.execute(select(Lesson.id, Lesson.org_id).where(Lesson.id.in_(lesson_ids))))
+        .tuples()
+        .all()
+    )
+    rows: dict[tuple[str, str, str | None], Result] = {
+        (r.user_id, r.lesson_id, r.session_id): r
+        for r in (
+            await s.execute(
+                select(Result).where(Result.user_id.in_(user_ids), Result.lesson_id.in_(lesson_ids))
+            )
+        ).scalars()
+    }
+    touched: dict[tuple[str, str, str | None], Result] = {}
     for e in relevant:
-        lesson_id = e.lesson_id
-        if lesson_id is None or known_lessons.get(lesson_id) != e.org_id or e.user_id is None:
+        lesson_id, user_id = e.lesson_id, e.user_id
+        if lesson_id is None or user_id is None or known_lessons.get(lesson_id) != e.org_id:
             continue  # an unknown lesson: the event is kept, no result can name it
-        key = (e.user_id, lesson_id, e.session_id)
+        key = (user_id, lesson_id, e.session_id)
         row = rows.get(key)
         if row is None:
-            row = await _result_row(s, e.org_id, key, now)
-            rows[key] = row
+            row = rows[key] = _new_result(e.org_id, key, now)
+            s.add(row)
         _apply_one(row, e)
+        touched[key] = row
     changes = []
-    for row in rows.values():
+    for row in touched.values():
         row.updated_at = now
-        await enqueue(s, row.org_id, "results", row.id, row_payload(row))
+        outbox.append((row.org_id, "results", row.id, row_payload(row)))
         changes.append(
             ResultChange(
                 org_id=row.org_id,
@@ -310,37 +346,23 @@ async def apply_events(
     return changes
 
 
-async def _result_row(
-    s: AsyncSession, org_id: str, key: tuple[str, str, str | None], now: datetime
-) -> Result:
+def _new_result(org_id: str, key: tuple[str, str, str | None], now: datetime) -> Result:
     user_id, lesson_id, session_id = key
-    same_session = (
-        Result.session_id.is_(None) if session_id is None else Result.session_id == session_id
+    return Result(
+        id=new_id(),
+        org_id=org_id,
+        user_id=user_id,
+        lesson_id=lesson_id,
+        session_id=session_id,
+        status=ResultStatus.not_started,
+        progress=0.0,
+        score=None,
+        time_spent_ms=0,
+        last_event_ms=None,
+        deleted_at=None,
+        created_at=now,
+        updated_at=now,
     )
-    row = (
-        await s.execute(
-            select(Result).where(
-                Result.user_id == user_id, Result.lesson_id == lesson_id, same_session
-            )
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        row = Result(
-            id=new_id(),
-            org_id=org_id,
-            user_id=user_id,
-            lesson_id=lesson_id,
-            session_id=session_id,
-            status=ResultStatus.not_started,
-            progress=0.0,
-            score=None,
-            time_spent_ms=0,
-            last_event_ms=None,
-            created_at=now,
-            updated_at=now,
-        )
-        s.add(row)
-    return row
 
 
 # --- who may read what ---------------------------------------------------------------------

@@ -6,9 +6,10 @@ is one small, commented piece. docs/headset-protocol.md explains the same in pro
     client = HeadsetClient(box_url, credentials=Credentials("student01", "1001", "DEMO-HS-01"))
     await client.run(stop_event)        # login, connect, sync the clock, follow the teacher
 
-1. Login (`login`): POST /api/login/ with nickname, PIN and the headset's device id. The first
-   login of an unknown device registers it (status `pending`) for a teacher/admin to approve;
-   until then the socket closes with 4403 and the client retries slowly.
+1. Register (`register_device`, optional) and log in (`login`): POST /api/login/ with
+   nickname, PIN and the headset's device id. An unknown device is registered as `pending`
+   for a teacher/admin to approve; until then the socket closes with 4403 and the client
+   retries slowly.
 2. Connect with the token as `?token=` (engines rarely set headers); the box speaks first with
    `welcome` (the current session state, if any).
 3. Clock: many `time` samples; offset = server - local (`ClockSync`). Every local instant maps
@@ -16,8 +17,8 @@ is one small, commented piece. docs/headset-protocol.md explains the same in pro
 4. State (`Playback`): apply the highest rev. Playing: start at local time
    anchor_server_ms - offset, at position anchor_position_ms; position(t) = anchor_position_ms
    + (t - anchor_server_ms) in server time, so a late joiner starts mid-lesson in the right place.
-   Then `ack` the rev with applied_ms = the server time at which its playback was (or would have
-   been) at anchor_position_ms: applied_ms - anchor_server_ms is its lock-step error.
+   Then `ack` the rev with applied_ms = the server time at which it began playing (paused or
+   stopped: when it held); applied_ms - anchor_server_ms is how late it started.
 5. Events (`EventOutbox`): (stream, seq) with a random stream per app start; resent until an
    `event_ack` covers them, also across reconnects. Status: latest wins. Views: binary JPEG.
 6. Reconnect with exponential back-off and jitter (`Backoff`); 4409 (replaced) means another
@@ -33,7 +34,7 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -64,6 +65,9 @@ LocalClock = Callable[[], float]  # milliseconds, monotonic (e.g. Android elapse
 # SAMPLE_WINDOW samples (a minute or so: local and box clocks drift only ppm in that time).
 INITIAL_SAMPLES: Final = 24
 SAMPLE_SPACING_S: Final = 0.025
+# Then the window fills at a calmer pace (spread out, samples see independent network delays;
+# the estimate sharpens from ~5 ms to ~1-2 ms on a jittery Wi-Fi link), then periodic top-ups.
+REFINE_SPACING_S: Final = 0.15
 RESYNC_SAMPLES: Final = 4
 RESYNC_EVERY_S: Final = 15.0
 SAMPLE_WINDOW: Final = 64
@@ -71,6 +75,9 @@ SAMPLE_WINDOW: Final = 64
 SYNC_TIMEOUT_S: Final = 5.0
 # Events not covered by an event_ack after this long are sent again.
 EVENT_RESEND_S: Final = 5.0
+# A box answering `not_available` has no event ingest: keep the events, ask again this much
+# later (and after every reconnect) instead of resending into a refusal.
+EVENT_UNAVAILABLE_RETRY_S: Final = 60.0
 # Unacknowledged events kept (a lesson's worth at 10/s); beyond it the oldest are dropped and
 # counted, since a headset's memory is finite.
 MAX_UNACKED_EVENTS: Final = 20_000
@@ -122,6 +129,30 @@ async def login(http: aiohttp.ClientSession, base_url: str, creds: Credentials) 
             raise LoginFailed(resp.status, err.get("code", "?"), err.get("message", ""))
     token: str = data["token"]
     return token
+
+
+async def register_device(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    device_id: str,
+    *,
+    model: str = "",
+    app_version: str = "",
+    org: str | None = None,
+) -> str:
+    """POST /api/devices/register/: announce the headset (model, app version) before anyone
+    logs in on it, so a teacher can approve it ahead of the lesson. Its status: `pending`,
+    `approved` or `blocked`."""
+    body: dict[str, Any] = {"device_id": device_id, "model": model, "app_version": app_version}
+    if org is not None:
+        body["org"] = org
+    async with http.post(f"{base_url}/api/devices/register/", json=body) as resp:
+        data = await resp.json(content_type=None)
+        if resp.status != 200:
+            err = (data or {}).get("error", {})
+            raise LoginFailed(resp.status, err.get("code", "?"), err.get("message", ""))
+    status: str = data["status"]
+    return status
 
 
 def websocket_url(base_url: str, token: str) -> str:
@@ -207,7 +238,8 @@ class Applied:
     received_local_ms: float
     started_local_ms: float | None = None  # playing: when playback actually began
     start_position_ms: float | None = None
-    applied_ms: int | None = None  # the acked value (server time)
+    applied_ms: int | None = None  # the acked value: when it took effect, in server time
+    offset_ms: float = 0.0  # the clock offset estimate used
 
 
 class Playback:
@@ -276,9 +308,11 @@ class Playback:
         position = position_ms(state, now_server)
         self.playing = True  # a real player starts rendering at `position` here
         applied.started_local_ms = now_local
+        applied.offset_ms = self._clock.offset_ms
         applied.start_position_ms = position
-        # The server time at which this playback is at anchor_position_ms.
-        applied.applied_ms = round(now_server - (position - state.anchor_position_ms))
+        # The start instant in server time: applied_ms - anchor_server_ms is how late this
+        # headset began (for a late joiner: when it joined, at position(t)).
+        applied.applied_ms = round(now_server)
         self._on_applied(applied)
 
     def cancel(self) -> None:
@@ -296,9 +330,10 @@ class EventOutbox:
     def __init__(self, stream: str | None = None) -> None:
         self.stream = stream or secrets.token_hex(8)  # random per app start
         self._seq = itertools.count(1)
-        self.unacked: dict[int, tuple[float, protocol.Event]] = {}
+        self.unacked: OrderedDict[int, tuple[float, protocol.Event]] = OrderedDict()
         self.acked_seq = 0
         self.dropped = 0
+        self.paused_until = float("-inf")
 
     def add(
         self, kind: str, t_ms: int, data: dict[str, Any], lesson_id: str | None
@@ -312,9 +347,11 @@ class EventOutbox:
             data=data,
         )
         if len(self.unacked) >= MAX_UNACKED_EVENTS:
-            del self.unacked[next(iter(self.unacked))]
+            del self.unacked[min(self.unacked)]
             self.dropped += 1
+        # Never sent: at the front, so the next `due` sends it (the order is of last sending).
         self.unacked[event.seq] = (float("-inf"), event)
+        self.unacked.move_to_end(event.seq, last=False)
         return event
 
     def ack(self, stream: str, seq: int) -> None:
@@ -325,18 +362,28 @@ class EventOutbox:
             del self.unacked[s]
 
     def due(self, now: float, resend_after_s: float = EVENT_RESEND_S) -> list[protocol.Event]:
-        """Events never sent, or sent longer ago than resend_after_s; marks them sent."""
+        """Events never sent, or sent longer ago than resend_after_s; marks them sent.
+        `unacked` is kept in order of last sending, so this stops at the first fresh one."""
+        if now < self.paused_until:
+            return []
         out = []
-        for seq, (sent, event) in self.unacked.items():
-            if now - sent >= resend_after_s:
-                self.unacked[seq] = (now, event)
-                out.append(event)
+        for seq, (sent, event) in list(self.unacked.items()):
+            if now - sent < resend_after_s:
+                break
+            del self.unacked[seq]
+            self.unacked[seq] = (now, event)  # to the end: newest sending last
+            out.append(event)
         return out
 
     def all_unsent(self) -> None:
         """After a reconnect: everything unacknowledged goes again."""
+        self.paused_until = float("-inf")
         for seq, (_, event) in list(self.unacked.items()):
             self.unacked[seq] = (float("-inf"), event)
+
+    def unavailable(self, now: float) -> None:
+        """The box has no event ingest now: keep everything, try again later."""
+        self.paused_until = now + EVENT_UNAVAILABLE_RETRY_S
 
 
 # --- 6. reconnect ------------------------------------------------------------------------------
@@ -416,6 +463,7 @@ class HeadsetClient:
         self.connected = asyncio.Event()
         self.synced = asyncio.Event()
         self._enough_samples = asyncio.Event()
+        self._events_waiting = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._sample_id = itertools.count(1)
         self._pending_samples: dict[int, float] = {}
@@ -560,6 +608,8 @@ class HeadsetClient:
         elif isinstance(message, Error):
             code = message.error.code
             self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+            if code == protocol.NOT_AVAILABLE:
+                self.events.unavailable(time.monotonic())
 
     # --- clock sync --------------------------------------------------------------------------
 
@@ -580,6 +630,9 @@ class HeadsetClient:
         early, self._early_state = self._early_state, None
         if early is not None:
             self.playback.apply(early, self.local_ms())
+        while len(self.clock.samples) < SAMPLE_WINDOW:
+            await self._sample()
+            await asyncio.sleep(REFINE_SPACING_S)
         while True:
             await asyncio.sleep(RESYNC_EVERY_S)
             for _ in range(RESYNC_SAMPLES):
@@ -615,13 +668,17 @@ class HeadsetClient:
         state = self.playback.state
         lesson_id = state.lesson.id if state is not None and state.lesson is not None else None
         self.events.add(kind, self.server_now_ms(), data, lesson_id)
+        self._events_waiting.set()
 
     async def _resend_events(self) -> None:
         while True:
             for event in self.events.due(time.monotonic()):
                 if await self.send(event):
                     self.stats.events_sent += 1
-            await asyncio.sleep(0.1)
+            # New events go out at once; resends are checked every second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_waiting.wait(), 1.0)
+            self._events_waiting.clear()
 
     async def send_status(self, battery: float, app: str | None = None) -> None:
         playback = self.playback

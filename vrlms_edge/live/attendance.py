@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import Attendance, Device, new_id
+from vrlms_edge.sync.outbox import enqueue_rows
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +131,8 @@ class AttendanceLog:
                 await s.execute(
                     update(Device), [{"id": pk, "last_seen_at": at} for pk, at in seen.items()]
                 )
+            # Presence travels to the org server with the same commit.
+            touched = [op.row_id for op in ops if isinstance(op, _Join | _Leave)]
+            if touched:
+                rows = await s.execute(select(Attendance).where(Attendance.id.in_(touched)))
+                await enqueue_rows(s, list(rows.scalars()))

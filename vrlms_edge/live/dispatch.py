@@ -120,11 +120,21 @@ class Dispatch:
 
     async def text(self, conn: Connection, limits: InboundLimits, raw: str, t1: int) -> None:
         """Handle one text frame; t1 is the server time it arrived. Raises Closing."""
-        self._count(limits)
         if len(raw) > MAX_TEXT_CHARS:
+            self._count(limits)
             raise Closing(CLOSE_TOO_BIG, "text frame too large")
         try:
             message = protocol.decode_client(raw)
+        except Refusal as refusal:
+            self._count(limits)
+            self._refuse(conn, limits, refusal)
+            return
+        if not isinstance(message, Event):
+            # Events are paced by the ingest's back-pressure instead (it stops reading a
+            # headset whose events wait for the disk): counting them here would close a
+            # well-behaved headset whose backlog is read in one go after such a pause.
+            self._count(limits)
+        try:
             if isinstance(message, TimeRequest):
                 self._time(conn, limits, message, t1)
             elif isinstance(message, Ack):
@@ -199,10 +209,14 @@ class Dispatch:
         if conn.device_pk is None:
             raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
         if self._sinks.event is None:
-            raise Refusal(
-                protocol.NOT_AVAILABLE,
-                f"event ingest is not available (stream {message.stream} seq {message.seq})",
+            # The box's shortcoming, not the headset's: answered, never counted as abuse.
+            conn.send(
+                protocol.error(
+                    protocol.NOT_AVAILABLE,
+                    f"event ingest is not available (stream {message.stream} seq {message.seq})",
+                )
             )
+            return
         await self._sinks.event(conn, message)
 
     def _status(self, conn: Connection, message: Status) -> None:

@@ -266,6 +266,7 @@ class Hub:
             self.attendance.seen(conn.device_pk)
 
     def leave(self, conn: Connection) -> None:
+        """Remove a connection (idempotent: the watchdog and the endpoint may both call it)."""
         self.connections.discard(conn)
         if conn.device_pk is not None and self._by_device.get(conn.device_pk) is conn:
             del self._by_device[conn.device_pk]
@@ -446,12 +447,12 @@ class Hub:
                         self.closed_too_slow += 1
                         log.info("closing connection %s: cannot drain", conn.id)
                         conn.close(CLOSE_TOO_SLOW, "could not drain the send queue")
-                        self._leave_rooms(conn)
+                        self.leave(conn)  # gone for everyone now, however long closing takes
                     elif now - conn.last_heard > silent_after:
                         self.closed_silent += 1
                         log.info("closing connection %s: silent", conn.id)
                         conn.close(CLOSE_SILENT, "nothing heard for two heartbeat intervals")
-                        self._leave_rooms(conn)
+                        self.leave(conn)
                     elif now - conn.last_ping >= ping_every:
                         conn.ping()
                 self._send_pictures(now)

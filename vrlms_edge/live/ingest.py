@@ -46,6 +46,9 @@ ADMIT_TIMEOUT_S: Final = 10.0
 # Limits of one event: a headset event is a few hundred bytes; 8 KiB leaves room for a
 # detailed `result` while keeping one client from filling the queue with megabytes.
 MAX_EVENT_DATA_BYTES: Final = 8 * 1024
+# Events of one headset connection queued but not yet committed: a few batches' worth at the
+# highest rate a headset may send, so a steady headset never waits on it.
+MAX_IN_FLIGHT: Final = 500
 # Events in one REST upload (its body is also capped by max_body_bytes).
 MAX_BATCH_EVENTS: Final = 5000
 
@@ -146,14 +149,36 @@ class Receipt:
 
 class PeerAcks:
     """The AckSink of a headset connection: after each commit one `event_ack` per stream
-    (coalesced in the connection's queue: a newer ack of a stream replaces a pending one)."""
+    (coalesced in the connection's queue: a newer ack of a stream replaces a pending one).
+    It also caps the headset's events waiting for the disk (MAX_IN_FLIGHT): beyond that its
+    connection is not read until acks come back, so one fast headset cannot fill the queue
+    that the whole class shares."""
 
-    __slots__ = ("peer",)
+    __slots__ = ("_space", "in_flight", "peer")
 
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
+        self.in_flight = 0
+        self._space = asyncio.Event()
+
+    async def admit(self, timeout_s: float) -> None:
+        """Wait (bounded) until this headset may queue one more event; then count it."""
+        while self.in_flight >= MAX_IN_FLIGHT:
+            self._space.clear()
+            try:
+                await asyncio.wait_for(self._space.wait(), timeout_s)
+            except TimeoutError:
+                raise AppError(
+                    503, "busy", "the box is saving events slower than they arrive; resend later"
+                ) from None
+        self.in_flight += 1
+
+    def release(self, count: int) -> None:
+        self.in_flight = max(0, self.in_flight - count)
+        self._space.set()
 
     def settled(self, acks: dict[str, int], count: int, refused: list[tuple[str, int]]) -> None:
+        self.release(count)
         for stream, seq in acks.items():
             self.peer.send(protocol.event_ack(stream, seq), ("event_ack", stream))
         for stream, seq in refused[:1]:
@@ -165,6 +190,7 @@ class PeerAcks:
             )
 
     def failed(self, count: int) -> None:
+        self.release(count)
         self.peer.send(protocol.error("not_stored", "events could not be stored; resend them"))
 
 
@@ -231,9 +257,15 @@ class EventIngest:
                 503, "busy", "the box is saving events slower than they arrive; resend later"
             ) from None
 
-    async def accept(self, origin: Origin, msg: Event, sink: AckSink) -> None:
+    async def accept(self, origin: Origin, msg: Event, sink: PeerAcks) -> None:
         """A headset's `event` message: checked, then queued (the WebSocket's plug point)."""
-        await self.submit(self.new_event(origin, msg, msg.stream), sink)
+        event = self.new_event(origin, msg, msg.stream)
+        await sink.admit(self._admit_timeout_s)
+        try:
+            await self.submit(event, sink)
+        except BaseException:
+            sink.release(1)
+            raise
 
     async def upload(self, origin: Origin, upload: EventUpload) -> Receipt:
         """A REST upload: every event is checked before any is queued (all or nothing), then

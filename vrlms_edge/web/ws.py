@@ -18,10 +18,11 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from sqlalchemy import select
 
+from vrlms_edge.domain.devices import device_admission
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import SessionState, load_controlled_session, state_of
 from vrlms_edge.domain.tokens import resolve_token
-from vrlms_edge.errors import not_found
+from vrlms_edge.errors import AppError, not_found
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, FRAME_SINKS, HUB, SETTINGS
 from vrlms_edge.live import protocol
 from vrlms_edge.live.asyncapi import asyncapi_document
@@ -115,10 +116,10 @@ async def _device_refusal(
         device = await s.get(Device, principal.device_pk)
     if device is None or device.deleted_at is not None or device.org_id != principal.org_id:
         return "unknown device", None
-    if device.status != DeviceStatus.approved:
-        return f"device is {device.status}: a teacher or admin must approve it", device
-    if device.bound_user_id is not None and device.bound_user_id != principal.user_id:
-        return "device is bound to another user", device
+    try:
+        device_admission(device, principal.user_id)  # the same rule as login
+    except AppError as refused:
+        return refused.code, device
     return None, device
 
 

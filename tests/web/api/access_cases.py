@@ -51,6 +51,9 @@ CASES: dict[tuple[str, str], Case] = {
     # system
     ("GET", "/api/health"): fixed("/api/health"),
     ("GET", "/api/openapi.json"): fixed("/api/openapi.json"),
+    # sync with the org server
+    ("GET", "/api/sync/status"): fixed("/api/sync/status"),
+    ("POST", "/api/sync/now"): fixed("/api/sync/now"),
     ("GET", "/api/docs"): fixed("/api/docs"),
     # accounts
     ("POST", "/api/login/"): fixed("/api/login/", {"nickname": "nobody", "pin": "0000"}),
@@ -208,6 +211,8 @@ CASES: dict[tuple[str, str], Case] = {
 # Who may call each route: the access policy, written down independently of the route tables.
 WHO: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/health"): ANYONE,
+    ("GET", "/api/sync/status"): ADMIN,
+    ("POST", "/api/sync/now"): ADMIN,
     ("POST", "/api/login/"): ANYONE,
     ("POST", "/api/logout/"): EVERY_ROLE,
     ("GET", "/api/me/"): EVERY_ROLE,

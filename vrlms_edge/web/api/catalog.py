@@ -11,6 +11,7 @@ from aiohttp import web
 from vrlms_edge.domain import catalog
 from vrlms_edge.domain.catalog import CourseView, LessonPage, LessonView, ModuleView
 from vrlms_edge.domain.paging import clamp_limit, decode_cursor, encode_cursor
+from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.web.api.common import Id, PageQuery
 from vrlms_edge.web.routing import (
@@ -86,6 +87,16 @@ class LessonQuery(PageQuery, kw_only=True):
     module_id: Id | None = None
 
 
+def _offset(cursor: str | None) -> int:
+    """The position an offset cursor (catalog lists) points at; 422 for any other cursor."""
+    after = decode_cursor(cursor, 1)
+    if after is None:
+        return 0
+    if not isinstance(after[0], int) or after[0] < 0:
+        raise AppError(422, "bad_cursor", "cursor is not one this list handed out")
+    return after[0]
+
+
 def _org(request: web.Request) -> str:
     return principal_of(request).org_id
 
@@ -105,10 +116,7 @@ def _org(request: web.Request) -> str:
 async def list_courses(request: web.Request) -> web.Response:
     query = parse_query(request, PageQuery)
     size = clamp_limit(query.limit)
-    after = decode_cursor(query.cursor, 1)
-    offset = int(after[0]) if after is not None else 0
-    if offset < 0:
-        offset = 0
+    offset = _offset(query.cursor)
     tree = await catalog.course_tree(request.app[DB], _org(request))
     page = tree[offset : offset + size]
     more = offset + size < len(tree)
@@ -264,6 +272,7 @@ async def delete_module(request: web.Request) -> web.Response:
 )
 async def list_lessons(request: web.Request) -> web.Response:
     query = parse_query(request, LessonQuery)
+    _offset(query.cursor)  # refuse a foreign cursor before the catalog reads it
     page = await catalog.list_lessons(
         request.app[DB],
         _org(request),

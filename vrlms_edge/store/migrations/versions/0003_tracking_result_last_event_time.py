@@ -1,7 +1,7 @@
 """result last event time
 
 Revision ID: 0002_tracking
-Revises: 0001
+Revises: 0002_sync
 Create Date: 2026-11-27 16:25:42.265324
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002_tracking"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_sync"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
