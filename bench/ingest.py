@@ -123,6 +123,7 @@ async def seed(db: Database, headsets: int) -> Seeded:
 
 @dataclass
 class Outcome:
+    sent: int
     acked: int
     latencies: list[float]
     first_send: float
@@ -186,7 +187,7 @@ async def ws_headset(
         reader.cancel()
         if ws.close_code is not None:
             print(f"{stream}: closed {ws.close_code} after {seq} sent, {acked} acked", flush=True)
-    return Outcome(acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
+    return Outcome(sent=seq, acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
 
 
 async def rest_headset(
@@ -222,7 +223,7 @@ async def rest_headset(
         latencies.extend([now - started] * new)
         acked = answer["acked"][stream]
         last_ack = now
-    return Outcome(acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
+    return Outcome(sent=seq, acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
 
 
 async def _worker(
@@ -267,13 +268,16 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
             VRLMS_MDNS="off",
             VRLMS_MDNS_INTERFACES="127.0.0.1",
             VRLMS_SQLITE_SYNCHRONOUS=sync,
-            VRLMS_LOG_LEVEL="WARNING",
+            VRLMS_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         )
         cmd = [sys.executable, "-m", "vrlms_edge", "--data-dir", str(data_dir), "serve"]
+        # BENCH_SERVER_LOG=file (with BENCH_LOG_LEVEL=DEBUG: one line per batch) for diagnosis.
+        log_path = os.environ.get("BENCH_SERVER_LOG")
+        server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
             [*cmd, "--host", "127.0.0.1", "--port", "0"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=server_log,
             text=True,
             env=env,
         )
@@ -307,10 +311,12 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
             proc.wait(timeout=30)
     outcomes = [o for part in parts for o in part]
     acked = sum(o.acked for o in outcomes)
+    sent = sum(o.sent for o in outcomes)
     start = min(o.first_send for o in outcomes)
     end = max(o.last_ack for o in outcomes)
     latencies = [x for o in outcomes for x in o.latencies]
     return {
+        "sent": sent,
         "acked": acked,
         "events_per_s": acked / (end - start) if end > start else 0.0,
         "p50_ms": percentile(latencies, 0.50) * 1000,
@@ -336,12 +342,16 @@ def main() -> int:
         f"mode={args.mode} seconds={args.seconds:g} "
         + (f"rate={args.rate:g}/s per headset" if args.mode == "ws" else f"batch={args.batch}")
     )
-    print(f"{'headsets':>8} {'sync':>6} {'acked':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'headsets':>8} {'sync':>6} {'sent':>9} {'acked':>9} {'events/s':>10}"
+        f" {'p50 ms':>8} {'p99 ms':>8}"
+    )
     for sync in opts.sync.split(","):
         for headsets in (int(h) for h in opts.headsets.split(",")):
             r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers))
             print(
-                f"{headsets:>8} {sync:>6} {int(r['acked']):>9} {r['events_per_s']:>10.0f}"
+                f"{headsets:>8} {sync:>6} {int(r['sent']):>9} {int(r['acked']):>9}"
+                f" {r['events_per_s']:>10.0f}"
                 f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}",
                 flush=True,
             )

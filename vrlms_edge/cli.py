@@ -45,6 +45,8 @@ def setup_logging(settings: Settings) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement at DEBUG: unreadable, and slow at ingest rates.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,7 +142,7 @@ class EventLog:
                         wanted
                     )
                 )
-            ).tuples()
+            )
         }
         heads = {key: StreamHead(acked.get(key, 0)) for key in keys}
         head_of = aliased(EventStream)
@@ -161,7 +161,7 @@ class EventLog:
             )
             .order_by(InteractionEvent.seq)
         )
-        for device, stream, seq in above.tuples():
+        for device, stream, seq in above:
             heads[(device, stream)].add(seq)
         return heads
 

@@ -89,7 +89,11 @@ class SessionFinder:
         self.lesson_of: dict[str, str | None] = {}
 
     async def attribute(self, s: AsyncSession, events: list[NewEvent], now_ms: int) -> None:
-        users = {e.user_id for e in events if e.user_id is not None}
+        """Set `session_id` of the events that do not know it yet (a live connection tells)."""
+        unknown = [e for e in events if e.session_id is None and e.user_id is not None]
+        if not unknown:
+            return
+        users = {e.user_id for e in unknown if e.user_id is not None}
         stale = [
             u
             for u in users
@@ -97,7 +101,7 @@ class SessionFinder:
         ]
         if stale:
             await self._load(s, stale, now_ms)
-        for e in events:
+        for e in unknown:
             if e.user_id is None:
                 continue
             best: SessionSpan | None = None
@@ -247,16 +251,13 @@ async def _record_attendance(
                 firsts[pair] = e
     if not firsts:
         return
-    present = set(
-        (
-            await s.execute(
-                select(Attendance.session_id, Attendance.user_id).where(
-                    Attendance.session_id.in_({p[0] for p in firsts}),
-                    Attendance.user_id.in_({p[1] for p in firsts}),
-                )
-            )
-        ).tuples()
+    found = await s.execute(
+        select(Attendance.session_id, Attendance.user_id).where(
+            Attendance.session_id.in_({p[0] for p in firsts}),
+            Attendance.user_id.in_({p[1] for p in firsts}),
+        )
     )
+    present = {(session_id, user_id) for session_id, user_id in found}
     for (session_id, user_id), e in firsts.items():
         if (session_id, user_id) not in present:
             # Events arrived without a live connection (an offline upload): they still show
@@ -304,11 +305,8 @@ async def _apply_results(
         return []
     lesson_ids = {e.lesson_id for e in relevant}
     user_ids = {e.user_id for e in relevant}
-    known_lessons = dict(
-        (await s.execute(select(Lesson.id, Lesson.org_id).where(Lesson.id.in_(lesson_ids))))
-        .tuples()
-        .all()
-    )
+    found = await s.execute(select(Lesson.id, Lesson.org_id).where(Lesson.id.in_(lesson_ids)))
+    known_lessons = {lesson_id: org_id for lesson_id, org_id in found}
     rows: dict[tuple[str, str, str | None], Result] = {
         (r.user_id, r.lesson_id, r.session_id): r
         for r in (

@@ -13,9 +13,9 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
@@ -102,34 +102,39 @@ class AttendanceLog:
                     self._queue.task_done()
 
     async def _write(self, ops: list[_Op]) -> None:
-        # One round trip per kind, not per op: a class of 300 connecting at once is ten
-        # batches, and per-row flushes kept the writer busy for seconds after a reconnect storm.
-        joins = [op for op in ops if isinstance(op, _Join)]
-        leaves = [op for op in ops if isinstance(op, _Leave)]
-        seen = {op.device_pk: op.at for op in ops if isinstance(op, _Seen)}  # newest wins
+        # A few statements per batch, whatever its size: under load every statement waits a
+        # turn of the busy event loop while this transaction holds the box's write lock.
+        seen: dict[str, datetime] = {}
         async with self._db.write() as s:
-            if joins:
-                s.add_all(
-                    Attendance(
-                        id=op.row_id,
-                        org_id=op.org_id,
-                        session_id=op.session_id,
-                        user_id=op.user_id,
-                        device_id=op.device_pk,
-                        joined_at=op.at,
+            for op in ops:
+                if isinstance(op, _Join):
+                    s.add(
+                        Attendance(
+                            id=op.row_id,
+                            org_id=op.org_id,
+                            session_id=op.session_id,
+                            user_id=op.user_id,
+                            device_id=op.device_pk,
+                            joined_at=op.at,
+                        )
                     )
-                    for op in joins
-                )
-                await s.flush()  # before the leaves: one may close a row joined in this batch
-            for leave in leaves:
-                await s.execute(
-                    update(Attendance)
-                    .where(Attendance.id == leave.row_id, Attendance.left_at.is_(None))
-                    .values(left_at=leave.at)
-                )
+                elif isinstance(op, _Leave):
+                    # (autoflush writes the pending joins first, so a leave finds its row)
+                    await s.execute(
+                        update(Attendance)
+                        .where(Attendance.id == op.row_id, Attendance.left_at.is_(None))
+                        .values(left_at=op.at)
+                    )
+                else:
+                    seen[op.device_pk] = op.at
+            await s.flush()
             if seen:
-                await s.execute(
-                    update(Device), [{"id": pk, "last_seen_at": at} for pk, at in seen.items()]
+                table: Any = Device.__table__
+                await (await s.connection()).execute(
+                    update(table)
+                    .where(table.c.id == bindparam("pk"))
+                    .values(last_seen_at=bindparam("at")),
+                    [{"pk": pk, "at": at} for pk, at in seen.items()],
                 )
             # Presence travels to the org server with the same commit.
             touched = [op.row_id for op in ops if isinstance(op, _Join | _Leave)]

@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 # Events waiting for the writer. At the design peak (300 headsets x 60 events/s) this is about
 # half a second of input, a few MB: enough to ride out a slow fsync, small enough to bound memory.
-QUEUE_CAPACITY: Final = 10_000
+QUEUE_CAPACITY: Final = 20_000
 # Events per transaction: SQLite's insert rate flattens out above a few hundred rows per
 # commit, and a bigger batch only delays the acks of its first events.
-BATCH_MAX: Final = 1000
+BATCH_MAX: Final = 5000
 # A batch smaller than this waits FLUSH_LINGER_S for company: fewer, fuller commits when the
 # box is quiet, at the price of a few ms of ack latency.
 LINGER_BELOW: Final = 64
@@ -103,11 +103,13 @@ def event_data(blob: bytes, where: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Who an event comes from: the headset (devices.id) and the user signed in on it."""
+    """Who an event comes from: the headset (devices.id), the user signed in on it and, on a
+    live connection, the session it follows (else the writer finds it by time)."""
 
     org_id: str
     device_pk: str
     user_id: str | None
+    session_id: str | None = None
 
 
 class AckSink(Protocol):
@@ -239,6 +241,7 @@ class EventIngest:
             lesson_id=msg.lesson_id,
             data=event_data(blob, "$.data"),
             received_ms=self._clock.now_ms(),
+            session_id=origin.session_id,
         )
 
     async def submit(self, event: NewEvent, sink: AckSink) -> None:
@@ -322,9 +325,13 @@ class EventIngest:
     async def _write(self, batch: list[tuple[NewEvent, AckSink]]) -> None:
         events = [event for event, _ in batch]
         now, now_ms = self._clock.now(), self._clock.now_ms()
+        began = entered = stored_at = 0.0
         try:
+            began = self._clock.monotonic()
             async with self._db.write() as s:
+                entered = self._clock.monotonic()
                 stored = await self._log.store(s, events, now, now_ms)
+                stored_at = self._clock.monotonic()
         except Exception:
             log.exception(
                 "could not store a batch of %d events; they stay unacknowledged", len(batch)
@@ -335,6 +342,17 @@ class EventIngest:
                 sink.failed(count)
             return
         self._log.committed(stored)
+        if log.isEnabledFor(logging.DEBUG):
+            done = self._clock.monotonic()
+            log.debug(
+                "batch: %d events (%d new): lock %.1f ms, store %.1f ms, commit %.1f ms; %d queued",
+                len(batch),
+                len(stored.fresh),
+                (entered - began) * 1000,
+                (stored_at - entered) * 1000,
+                (done - stored_at) * 1000,
+                self._queue.qsize(),
+            )
         self.batches_total += 1
         self.stored_total += len(stored.fresh)
         refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
