@@ -388,17 +388,23 @@ def run_ingest(full: bool, log: Any) -> dict[str, Any] | None:
     if done.returncode != 0:
         log(f"W2 ingest failed: {done.stderr[-500:]}")
         out["error"] = done.stderr[-2000:]
-    row = re.compile(r"^\s*(\d+)\s+(NORMAL|FULL)\s+(\d+)\s+([\d.]+)\s+([\d.na]+)\s+([\d.na]+)")
+    # Columns by the header line (e.g. `headsets sync sent acked events/s p50 ms p99 ms`).
+    header: list[str] = []
     for line in done.stdout.splitlines():
-        m = row.match(line)
-        if m:
-            out[m.group(2).lower()] = {
-                "headsets": int(m.group(1)),
-                "acked": int(m.group(3)),
-                "events_per_s": float(m.group(4)),
-                "p50_ms": float(m.group(5)),
-                "p99_ms": float(m.group(6)),
-            }
+        if "events/s" in line:
+            header = line.replace("p50 ms", "p50_ms").replace("p99 ms", "p99_ms").split()
+            continue
+        cells = line.split()
+        if header and len(cells) == len(header) and cells[1].upper() in ("NORMAL", "FULL"):
+            row = dict(zip(header, cells, strict=True))
+            with contextlib.suppress(KeyError, ValueError):
+                out[cells[1].lower()] = {
+                    "headsets": int(row["headsets"]),
+                    "acked": int(row["acked"]),
+                    "events_per_s": float(row["events/s"]),
+                    "p50_ms": float(row["p50_ms"]),
+                    "p99_ms": float(row["p99_ms"]),
+                }
     for key in ("normal", "full"):
         if key in out:
             log(f"W2 {key}: {out[key]['events_per_s']:.0f} events/s, p99 {out[key]['p99_ms']} ms")
