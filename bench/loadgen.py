@@ -46,7 +46,6 @@ IDLE_WAIT_S = 20.0  # longest wait for the server to go idle after the headsets 
 CAPACITY_P99_MS = 100.0  # "sustained" = p99 at most this
 TIME_SAMPLES = 20  # per headset for clock sync on loopback (the box answers bursts of 32)
 TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
-TIME_BEST = 4  # offsets averaged: those of the exchanges with the smallest round trips
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _decode = msgspec.json.Decoder().decode
@@ -220,8 +219,8 @@ class Worker:
     # -- behaviours
 
     async def sync_clock(self, hs: Headset, samples_n: int, spacing_s: float) -> None:
-        """NTP-style offset: the mean over the exchanges with the smallest round trips (their
-        up and down delays are the most alike), as a headset app would keep estimating it."""
+        """Clock offset to the server from `time` exchanges, as a headset app keeps estimating
+        it: the midpoint between the lowest-delay bound of each direction."""
         if hs.ws is None:
             return
         loop = asyncio.get_running_loop()
@@ -235,11 +234,14 @@ class Worker:
                 t0, t1, t2, t3 = await asyncio.wait_for(fut, 2.0)
             except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
                 continue
-            rtt = (t3 - t0) - (t2 - t1)
-            samples.append((rtt, ((t1 - t0) + (t2 - t3)) / 2))
+            samples.append((t1 - t0, t2 - t3))  # offset + up delay, offset - down delay
             await asyncio.sleep(spacing_s)
-        best = sorted(samples)[:TIME_BEST]
-        hs.offset_ms = statistics.fmean(o for _, o in best) if best else 0.0
+        if samples:
+            # Each direction filtered on its own: the smallest up delay and the smallest down
+            # delay seen (the floor of each path) need not come from the same exchange.
+            up = min(a for a, _ in samples)
+            down = max(b for _, b in samples)
+            hs.offset_ms = (up + down) / 2
 
     async def chat(self, hs: Headset, until: float) -> None:
         """status 10 Hz + gaze events 20 Hz, as a headset in a lesson sends them."""
@@ -601,7 +603,8 @@ async def w1(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
     pids = co.pids()
     if "server" in pids:
         out["rss_connected_mb"] = round(rss_mb(pids["server"]), 1)
-    out["fanout"] = await co.fanout(opts.get("commands", 100), opts.get("rate", 20.0))
+    drain_s = opts.get("drain_s", DRAIN_TIMEOUT_S)
+    out["fanout"] = await co.fanout(opts.get("commands", 100), opts.get("rate", 20.0), drain_s)
     if opts.get("capacity_rates"):
         steps = []
         best = 0.0
