@@ -28,8 +28,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/vrlms-edge --data-dir $(DATA) serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check vrlms_edge tests bench
-	$(BIN)/ruff format --check vrlms_edge tests bench
+	$(BIN)/ruff check vrlms_edge tests $(wildcard bench)
+	$(BIN)/ruff format --check vrlms_edge tests $(wildcard bench)
 	$(BIN)/mypy vrlms_edge
 
 test: lint
