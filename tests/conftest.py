@@ -4,6 +4,7 @@ with a real SQLite file in a temporary data directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -72,9 +73,23 @@ async def stop_box(box: RunningBox) -> None:
     await box.runner.cleanup()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head per test run; tests start from a copy of it (a real
+    migration is still what made it; tests/store covers migrating itself)."""
+    from vrlms_edge.store import migrate
+
+    path = tmp_path_factory.mktemp("template") / "vrlms.sqlite3"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}", path)
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return test_settings(tmp_path / "data")
+def settings(tmp_path: Path, migrated_template: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(migrated_template, data_dir / "vrlms.sqlite3")
+    return test_settings(data_dir)
 
 
 @pytest.fixture
@@ -131,8 +146,8 @@ def spawn_serve(
 
 
 @pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
-    served = spawn_serve(tmp_path / "data")
+def serve_process(settings: Settings) -> Iterator[ServeProcess]:
+    served = spawn_serve(settings.data_dir)
     try:
         yield served
     finally:

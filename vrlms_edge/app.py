@@ -16,13 +16,20 @@ import jinja2
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.discovery.advertiser import mdns_ctx
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED
+from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED, TLS
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
-from vrlms_edge.web import system
+from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.systemd import watchdog_ctx
+from vrlms_edge.tls import ensure_certificate
+from vrlms_edge.web import openapi, system
+from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import sessions as sessions_api
+from vrlms_edge.web.api import timetable as timetable_api
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -34,13 +41,22 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def api_registries() -> list[ApiRegistry]:
     """Every API route table of the box, in one list (installed and documented together)."""
-    return [system.routes]
+    return [
+        system.routes,
+        accounts_api.routes,
+        sessions_api.routes,
+        timetable_api.routes,
+        openapi.routes,
+    ]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.database_url_resolved
+    if settings.sqlite_path is not None:
+        # A corrupt file is moved aside so the box starts fresh instead of crash-looping.
+        await asyncio.to_thread(ensure_sound_database, settings.sqlite_path, app[CLOCK].now())
     await asyncio.to_thread(migrate.upgrade, url, settings.sqlite_path)
     db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
     app[DB] = db
@@ -49,6 +65,18 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await db.dispose()
+
+
+async def tls_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With the `tls` setting: the box's certificate in app[TLS] (serve and mDNS use it)."""
+    settings = app[SETTINGS]
+    if settings.tls:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app[TLS] = await asyncio.to_thread(
+            ensure_certificate, settings.data_dir, settings.box_name, app[CLOCK].now()
+        )
+        log.info("TLS certificate sha256 fingerprint %s", app[TLS].fingerprint)
+    yield
 
 
 def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.Application:
@@ -68,6 +96,12 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     for registry in api_registries():
         registry.install(app)
+    app[OPENAPI] = openapi.build_document(api_registries())
     system.install_pages(app)
+    app.cleanup_ctx.append(watchdog_ctx)
+    app.cleanup_ctx.append(tls_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(sessions_api.auto_start_ctx)
+    if settings.mdns:
+        app.cleanup_ctx.append(mdns_ctx)
     return app

@@ -41,6 +41,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Per client address: failures only (a classroom behind one NAT logs in at once).
     address_failure_limit: int = 30
     address_window_s: int = 300
+    # An account's failure count is forgotten after this long without a failure.
+    lockout_reset_s: int = 24 * 3600
+    # Scheduled sessions with auto_start: how often the box looks for due ones, and how long
+    # after its start time a session without an end time may still be started (restart case).
+    schedule_poll_s: float = 1.0
+    auto_start_grace_s: int = 15 * 60
     heartbeat_s: float = 10.0
     # Synchronized start: lead = clamp(3 x p95 RTT of the room, floor, cap).
     start_lead_floor_ms: int = 250
@@ -50,6 +56,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     tls: bool = False
     sync_interval_s: float = 30.0
     org_server_ca_bundle: str = ""
+    # Debug only: SIGUSR2 freezes the event loop (to test that the systemd watchdog restarts it).
+    debug_block_signal: bool = False
 
     @property
     def database_url_resolved(self) -> str:
@@ -81,7 +89,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls"}:
+        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls", "debug_block_signal"}:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values
@@ -132,6 +140,10 @@ def _check_ranges(s: Settings) -> None:
         ("lockout_base_s", s.lockout_base_s >= 1),
         ("lockout_max_s", s.lockout_max_s >= s.lockout_base_s),
         ("address_failure_limit", s.address_failure_limit >= 1),
+        ("address_window_s", s.address_window_s >= 1),
+        ("lockout_reset_s", s.lockout_reset_s >= 1),
+        ("schedule_poll_s", 0.01 <= s.schedule_poll_s <= 3600),
+        ("auto_start_grace_s", s.auto_start_grace_s >= 0),
         ("heartbeat_s", 0.05 <= s.heartbeat_s <= 600),
         ("start_lead_floor_ms", 0 <= s.start_lead_floor_ms <= s.start_lead_max_ms),
         ("max_body_bytes", s.max_body_bytes >= 1024),

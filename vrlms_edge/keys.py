@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -11,6 +11,7 @@ from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.domain.sessions import StateBroadcast
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
+from vrlms_edge.tls import TlsIdentity
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 DB: Final = web.AppKey("db", Database)
@@ -20,3 +21,8 @@ BOX: Final = web.AppKey("box", BoxInfo)
 STARTED: Final = web.AppKey("started", float)
 # Where committed session states go (the live hub once it runs; NoBroadcast before).
 BROADCAST: Final = web.AppKey("broadcast", StateBroadcast)
+# The OpenAPI document of the API, built once from the route tables (web/openapi.py).
+OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
+# Only set with the `tls` setting: the certificate, its SSL context and its SHA-256 fingerprint
+# (hex of the DER certificate; advertised as mDNS TXT `fp`). Read with app.get(TLS).
+TLS: Final = web.AppKey("tls", TlsIdentity)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vrlms_edge.commands import serve
+from vrlms_edge.commands import discover, serve
 
-COMMAND_GROUPS: list[ModuleType] = [serve]
+COMMAND_GROUPS: list[ModuleType] = [serve, discover]

@@ -13,7 +13,9 @@ from aiohttp import web
 
 from vrlms_edge.app import create_app
 from vrlms_edge.config import Settings
+from vrlms_edge.keys import TLS
 from vrlms_edge.store import migrate
+from vrlms_edge.systemd import notify
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,14 @@ def register(sub: Any) -> None:
     m.set_defaults(run=run_migrate)
 
 
-def listening_urls(runner: web.AppRunner) -> list[str]:
+def listening_urls(runner: web.AppRunner, scheme: str = "http") -> list[str]:
     urls = []
     for server in runner.sites:
         for sock in getattr(server, "_server").sockets:  # noqa: B009 - aiohttp keeps it private
             host, port = sock.getsockname()[:2]
             if sock.family == socket.AF_INET6:
                 host = f"[{host}]"
-            urls.append(f"http://{host}:{port}")
+            urls.append(f"{scheme}://{host}:{port}")
     return urls
 
 
@@ -51,11 +53,21 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        tls = app.get(TLS)
+        site = web.TCPSite(
+            runner,
+            settings.host,
+            settings.port,
+            reuse_address=True,
+            ssl_context=tls.context if tls else None,
+        )
         await site.start()
-        print(f"listening on {listening_urls(runner)[0]}", flush=True)
+        url = listening_urls(runner, "https" if tls else "http")[0]
+        print(f"listening on {url}", flush=True)
+        notify("READY=1", f"STATUS=listening on {url}")
         await stop.wait()
         log.info("stopping")
+        notify("STOPPING=1", "STATUS=stopping")
     finally:
         await runner.cleanup()
 
