@@ -198,9 +198,7 @@ async def classes(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/classes.html",
         request,
-        p.context(
-            classes=listing.classes, teachers=teachers, students=students, **_flash(request)
-        ),
+        p.context(classes=listing.classes, teachers=teachers, students=students, **_flash(request)),
     )
 
 
