@@ -7,7 +7,7 @@ DATA   ?= ./var
 HOST   ?= 0.0.0.0
 PORT   ?= 8080
 
-.PHONY: run test lint bench clean venv image rootfs
+.PHONY: run test lint bench clean venv image rootfs lock
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian install it with 'apt-get install python3-venv'"; exit 1; }
@@ -35,8 +35,35 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
+# Quick benchmark run (< 5 min): the box vs the Django Channels peer vs a bare aiohttp floor;
+# writes bench/results/<date>.{json,md} and the README table. BENCH_ARGS=--full for everything.
 bench: $(VENV)/.installed-test
-	@echo "no benchmarks yet"
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The appliance (image-build/, docs/provisioning.md). Both need root, mmdebstrap, mtools,
+# dosfstools and fdisk (sfdisk); no loop mounts.
+ROOTFS := build/vrlms-edge-rootfs.tar
+IMAGE  := build/vrlms-edge.img
+IMAGE_INPUTS := pyproject.toml image-build/requirements.lock $(wildcard image-build/*.sh) \
+	$(shell find vrlms_edge systemd image-build/overlay -type f -not -name '*.pyc' 2>/dev/null)
+
+rootfs: $(ROOTFS)
+$(ROOTFS): $(IMAGE_INPUTS)
+	@mkdir -p build
+	image-build/build-rootfs.sh $@
+
+image: $(IMAGE)
+$(IMAGE): $(ROOTFS) image-build/build-image.sh
+	image-build/build-image.sh $(ROOTFS) $@ $(PROVISION)
+
+# Re-lock the image's dependencies: pip freeze of a clean venv with the package installed.
+lock:
+	rm -rf build/lock-venv && /usr/bin/python3 -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q .
+	{ echo "# Locked runtime dependencies of the image's /opt/vrlms-edge venv."; \
+	  echo "# Regenerate: make lock (pip freeze of a clean venv with the package installed)."; \
+	  build/lock-venv/bin/pip freeze --exclude vrlms-edge; } > image-build/requirements.lock
+	rm -rf build/lock-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

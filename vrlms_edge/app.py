@@ -21,15 +21,22 @@ from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
 from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED, TLS
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.sync import api as sync_api
+from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
-from vrlms_edge.web import openapi, system
+from vrlms_edge.web import openapi, system, tracking, ws
 from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import catalog as catalog_api
+from vrlms_edge.web.api import classes as classes_api
+from vrlms_edge.web.api import devices as devices_api
 from vrlms_edge.web.api import sessions as sessions_api
 from vrlms_edge.web.api import timetable as timetable_api
+from vrlms_edge.web.api import users as users_api
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -44,9 +51,16 @@ def api_registries() -> list[ApiRegistry]:
     return [
         system.routes,
         accounts_api.routes,
+        catalog_api.routes,
+        classes_api.routes,
+        users_api.routes,
+        devices_api.routes,
         sessions_api.routes,
         timetable_api.routes,
         openapi.routes,
+        tracking.routes,
+        ws.routes,
+        sync_api.routes,
     ]
 
 
@@ -101,7 +115,10 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.cleanup_ctx.append(watchdog_ctx)
     app.cleanup_ctx.append(tls_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(tracking_ctx)
+    ws.install(app)  # after the database: the live hub writes attendance
     app.cleanup_ctx.append(sessions_api.auto_start_ctx)
     if settings.mdns:
         app.cleanup_ctx.append(mdns_ctx)
+    app.cleanup_ctx.append(sync_ctx)
     return app

@@ -19,7 +19,11 @@ from sqlalchemy import select
 from zeroconf.asyncio import AsyncZeroconf
 
 from vrlms_edge.config import Settings
-from vrlms_edge.discovery.interfaces import InterfaceChoice, current_interfaces
+from vrlms_edge.discovery.interfaces import (
+    InterfaceChoice,
+    confine_to_joined_groups,
+    current_interfaces,
+)
 from vrlms_edge.discovery.service import BoxAdvert
 from vrlms_edge.domain.box import BoxInfo
 from vrlms_edge.keys import BOX, DB, SETTINGS, TLS
@@ -88,16 +92,23 @@ class Advertiser:
         )
         if self._zc is None or self._advert is None:
             self._zc = AsyncZeroconf(interfaces=list(choice.sockets), ip_version=choice.ip_version)
+            await confine_to_joined_groups(self._zc.zeroconf)
             info = advert.to_service_info()
             # allow_name_change: a second "Room 12" on the network becomes "Room 12-2".
             announced = await self._zc.async_register_service(info, allow_name_change=True)
-            await announced
+            # Probing is over, so the name is final: show it before the announcements go out.
             self._advert = dataclasses.replace(advert, instance=BoxAdvert.settled_instance(info))
+            self._box.advertised_name = self._advert.instance_name
+            await announced
             log.info("mDNS: advertising %r on %s", self._advert.instance_name, choice.addresses)
         else:
-            await self._zc.async_update_interfaces(list(choice.sockets), choice.ip_version)
             self._advert = dataclasses.replace(advert, instance=self._advert.instance_name)
+            # Service first, sockets second: a new socket re-announces the registered service at
+            # once, and it must carry the new addresses. An announcement of the old ones would
+            # refresh them in every client's cache instead of letting the cache-flush drop them.
             announced = await self._zc.async_update_service(self._advert.to_service_info())
+            await self._zc.async_update_interfaces(list(choice.sockets), choice.ip_version)
+            await confine_to_joined_groups(self._zc.zeroconf)
             await announced
             log.info("mDNS: re-announced %r on %s", self._advert.instance_name, choice.addresses)
         self._box.advertised_name = self._advert.instance_name

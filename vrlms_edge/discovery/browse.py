@@ -14,7 +14,11 @@ from typing import Final, Literal, Self
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from vrlms_edge.discovery.interfaces import current_interfaces, interfaces_from_env
+from vrlms_edge.discovery.interfaces import (
+    confine_to_joined_groups,
+    current_interfaces,
+    interfaces_from_env,
+)
 from vrlms_edge.discovery.service import SERVICE_TYPE, BoxAdvert, FoundBox
 
 __all__ = ["BoxBrowser", "BoxEvent", "FoundBox", "discover"]
@@ -24,6 +28,9 @@ log = logging.getLogger(__name__)
 # How long one resolve (SRV/TXT/A/AAAA) may take; a box that answers PTR but not this within
 # 3 s is not usable anyway.
 RESOLVE_TIMEOUT_MS: Final = 3000
+# A re-announcement with the cache-flush bit makes older records of the same name expire one
+# second later (RFC 6762 s10.2); resolving again after that drops a box's stale addresses.
+FLUSH_SETTLE_S: Final = 1.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ class BoxBrowser:
             log.warning("mDNS: no interface to browse on (wanted %s)", self._wanted or "any")
             return self
         self._zc = AsyncZeroconf(interfaces=list(choice.sockets), ip_version=choice.ip_version)
+        await confine_to_joined_groups(self._zc.zeroconf)
         self._browser = AsyncServiceBrowser(
             self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
         )
@@ -86,15 +94,30 @@ class BoxBrowser:
             if self.found.pop(name, None) is not None:
                 self.events.put_nowait(BoxEvent("removed", instance, None))
             return
-        task = asyncio.get_running_loop().create_task(self._resolve(zeroconf, service_type, name))
+        settle = state_change is ServiceStateChange.Updated
+        task = asyncio.get_running_loop().create_task(
+            self._resolve(zeroconf, service_type, name, settle)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve(self, zeroconf: Zeroconf, service_type: str, name: str) -> None:
+    async def _resolve(
+        self, zeroconf: Zeroconf, service_type: str, name: str, settle: bool
+    ) -> None:
+        await self._resolve_once(zeroconf, service_type, name)
+        if settle:
+            await asyncio.sleep(FLUSH_SETTLE_S)
+            await self._resolve_once(zeroconf, service_type, name, known_only=True)
+
+    async def _resolve_once(
+        self, zeroconf: Zeroconf, service_type: str, name: str, known_only: bool = False
+    ) -> None:
         info = AsyncServiceInfo(service_type, name)
         if not await info.async_request(zeroconf, RESOLVE_TIMEOUT_MS):
             log.debug("mDNS: %s did not resolve", name)
             return
+        if known_only and name not in self.found:
+            return  # removed meanwhile (goodbye): do not bring it back from the cache
         box = BoxAdvert.found_box(info)
         previous = self.found.get(name)
         if previous == box:

@@ -3,16 +3,23 @@ machine's current adapters (ifaddr), for both the advertiser and the browser."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import socket
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import ifaddr
-from zeroconf import IPVersion
+from zeroconf import IPVersion, Zeroconf
 
 ENV_INTERFACES: Final = "VRLMS_MDNS_INTERFACES"
+# Linux socket options (not exported by Python's socket module): values from <linux/in.h>
+# and <linux/in6.h>.
+_IP_MULTICAST_ALL: Final = 49
+_IPV6_MULTICAST_ALL: Final = 29
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +97,25 @@ def interfaces_from_env() -> list[str]:
     """`VRLMS_MDNS_INTERFACES` as a list (empty when unset): library callers honour it too."""
     raw = os.environ.get(ENV_INTERFACES, "")
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+async def confine_to_joined_groups(zc: Zeroconf) -> None:
+    """Make zeroconf's sockets receive multicast only on the interfaces they joined.
+
+    Linux delivers to a socket bound to *:5353 every group joined by any socket of the
+    machine on any interface (IP_MULTICAST_ALL defaults to 1). Without this, a box told to
+    stay on 127.0.0.1 would still hear, and answer, queries from the LAN whenever another
+    mDNS program runs. Call again after zeroconf rebuilds sockets (interface updates)."""
+    if not sys.platform.startswith("linux"):
+        return
+    await zc.async_wait_for_start()
+    engine = zc.engine
+    # zeroconf keeps its sockets on the engine; if that ever changes we confine nothing,
+    # and the loopback-only namespace test fails loudly.
+    for wrapped in [*getattr(engine, "readers", []), *getattr(engine, "senders", [])]:
+        sock: socket.socket = wrapped.sock
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+        if sock.family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)

@@ -116,7 +116,8 @@ def _invalid_credentials() -> AppError:
     return AppError(401, "invalid_credentials", "unknown nickname or wrong PIN/password")
 
 
-async def _resolve_org(db: Database, wanted: str | None) -> Org:
+async def resolve_org(db: Database, wanted: str | None) -> Org:
+    """The org a login (or device announcement) is for: `wanted` slug/id, else the only one."""
     async with db.read() as s:
         orgs = list((await s.execute(select(Org).where(Org.deleted_at.is_(None)))).scalars())
     if wanted is not None:
@@ -223,7 +224,7 @@ async def login(
             "give exactly one of `pin` or `password`",
             detail={"path": "$.pin"},
         )
-    org = await _resolve_org(db, request.org)
+    org = await resolve_org(db, request.org)
     address = client_addr[:MAX_KEY] or "unknown"
     retry = await _address_retry_after(db, address, now)
     if retry is not None:

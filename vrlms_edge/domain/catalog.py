@@ -412,7 +412,7 @@ async def list_lessons(
     if module_id is not None:
         query = query.where(Lesson.module_id == module_id)
     async with db.read() as s:
-        rows = (await s.execute(query.offset(offset).limit(size + 1))).tuples().all()
+        rows = (await s.execute(query.offset(offset).limit(size + 1))).all()
     views = [_lesson_view(lesson, course) for lesson, course in rows[:size]]
     more = len(rows) > size
     return LessonPage(lessons=views, next_cursor=encode_cursor(offset + size) if more else None)
@@ -421,9 +421,8 @@ async def list_lessons(
 async def lessons_by_id(db: Database, org_id: str, lesson_ids: Sequence[str]) -> list[LessonView]:
     """The live lessons among `lesson_ids`, in the order asked; 404 if one is missing."""
     async with db.read() as s:
-        rows = (
-            await s.execute(_live_lessons(org_id).where(Lesson.id.in_(list(lesson_ids))))
-        ).tuples()
+        query = _live_lessons(org_id).where(Lesson.id.in_(list(lesson_ids)))
+        rows = (await s.execute(query)).all()
         found = {lesson.id: _lesson_view(lesson, course) for lesson, course in rows}
     missing = [i for i in lesson_ids if i not in found]
     if missing:

@@ -24,6 +24,7 @@ from vrlms_edge.domain.roster import UserRef, user_ref
 from vrlms_edge.errors import forbidden, invalid, not_found
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import AuthToken, Device, DeviceStatus, User
+from vrlms_edge.sync.outbox import enqueue_row
 
 # Printable ASCII without spaces: serial numbers, Android ids, MAC-like strings all fit.
 DEVICE_ID_RE: Final = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -179,6 +180,7 @@ async def approve_device(db: Database, org_id: str, device: str) -> DeviceView:
     async with db.write() as s:
         row = await _device(s, org_id, device)
         row.status = DeviceStatus.approved
+        await enqueue_row(s, row)  # device approvals travel to the org server
         return await _view(s, row)
 
 
@@ -192,6 +194,7 @@ async def block_device(db: Database, org_id: str, device: str, *, now: datetime)
             .where(AuthToken.device_id == row.id, AuthToken.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+        await enqueue_row(s, row)
         return await _view(s, row)
 
 
@@ -203,6 +206,7 @@ async def bind_device(db: Database, org_id: str, device: str, user_id: str) -> D
         if user is None or user.org_id != org_id or user.deleted_at is not None:
             raise not_found("user")
         row.bound_user_id = user.id
+        await enqueue_row(s, row)
         return await _view(s, row)
 
 
@@ -210,6 +214,7 @@ async def unbind_device(db: Database, org_id: str, device: str) -> DeviceView:
     async with db.write() as s:
         row = await _device(s, org_id, device)
         row.bound_user_id = None
+        await enqueue_row(s, row)
         return await _view(s, row)
 
 
@@ -221,9 +226,10 @@ def device_admission(device: DeviceView | Device, user_id: str) -> None:
         raise forbidden("this headset is blocked", "device_blocked")
     if status != DeviceStatus.approved:
         raise forbidden("this headset waits for a teacher to approve it", "device_pending")
-    bound = device.bound_user.id if isinstance(device, DeviceView) and device.bound_user else None
     if isinstance(device, Device):
         bound = device.bound_user_id
+    else:
+        bound = device.bound_user.id if device.bound_user is not None else None
     if bound is not None and bound != user_id:
         raise forbidden("this headset belongs to another student", "device_bound_to_other")
 

@@ -210,18 +210,6 @@ async def _user_by_nickname(s: AsyncSession, org_id: str, nickname: str) -> User
     ).scalar_one_or_none()
 
 
-async def nickname_taken(s: AsyncSession, org_id: str, nicknames: Sequence[str]) -> set[str]:
-    """Which of `nicknames` already exist in the org (tombstoned users keep theirs)."""
-    taken: set[str] = set()
-    for start in range(0, len(nicknames), 500):
-        chunk = list(nicknames[start : start + 500])
-        rows = await s.execute(
-            select(User.nickname).where(User.org_id == org_id, User.nickname.in_(chunk))
-        )
-        taken.update(rows.scalars())
-    return taken
-
-
 def _taken(nickname: str) -> AppError:
     return conflict("nickname_taken", f"nickname {nickname!r} is already taken in this org")
 
@@ -390,7 +378,7 @@ async def class_views(s: AsyncSession, rows: Sequence[Class]) -> list[ClassView]
         )
         .order_by(User.nickname)
     )
-    for class_id, user in enrolled.tuples():
+    for class_id, user in enrolled.all():
         students[class_id].append(user_ref(user))
     return [
         ClassView(
@@ -537,14 +525,12 @@ async def list_classes(
     )
 
 
-async def count_users(db: Database, org_id: str) -> int:
+async def count_orgs(db: Database) -> int:
     async with db.read() as s:
         return int(
             (
                 await s.execute(
-                    select(func.count())
-                    .select_from(User)
-                    .where(User.org_id == org_id, User.deleted_at.is_(None))
+                    select(func.count()).select_from(Org).where(Org.deleted_at.is_(None))
                 )
             ).scalar_one()
         )

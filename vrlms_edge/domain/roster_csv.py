@@ -29,7 +29,16 @@ from vrlms_edge.domain.passwords import hash_secret_async
 from vrlms_edge.domain.roster import check_display_name, check_nickname, check_pin
 from vrlms_edge.errors import AppError
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import Class, Device, DeviceStatus, Enrollment, Role, User, new_id
+from vrlms_edge.store.models import (
+    Class,
+    Device,
+    DeviceStatus,
+    Enrollment,
+    Org,
+    Role,
+    User,
+    new_id,
+)
 
 COLUMNS: Final = ("class", "nickname", "display_name", "role", "pin", "device_id")
 # Bigger than any school's roster; bounds the memory and time one import may take.
@@ -265,7 +274,7 @@ async def _nicknames(s: AsyncSession, user_ids: list[str]) -> dict[str, str]:
     rows = await s.execute(
         select(User.id, User.nickname).where(User.id.in_(user_ids), User.deleted_at.is_(None))
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def _classes(s: AsyncSession, org_id: str, names: list[str]) -> dict[str, Class]:
@@ -302,22 +311,27 @@ async def _hash_pins(people: list[_Person], progress: Progress | None) -> dict[s
 
 async def import_roster(
     db: Database,
-    org_id: str,
+    org_id: str | None,
     text: str,
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    new_org: tuple[str, str] | None = None,
 ) -> RosterImport:
     """Check `text` (a roster CSV) and, when it has no error and dry_run is False, apply it in
-    one write transaction. `progress(done, total)` follows the PIN hashing, the slow part."""
+    one write transaction. `progress(done, total)` follows the PIN hashing, the slow part.
+    With org_id None the roster brings its org: `new_org` (slug, name) is created in the
+    same transaction (a box that has none yet)."""
+    if org_id is None and new_org is None:
+        raise ValueError("import_roster needs org_id or new_org")
     parsed = parse_roster(text)
     report = RosterImport(dry_run=dry_run, applied=False)
     # Rows that passed the file checks are checked against the database too, so one run
     # reports every bad row.
     async with db.read() as s:
-        parsed.errors += await _database_errors(s, org_id, parsed)
+        parsed.errors += await _database_errors(s, org_id or "", parsed)
         names = sorted({c for p in parsed.people.values() for c in p.classes})
-        known = await _classes(s, org_id, names)
+        known = await _classes(s, org_id or "", names)
     if parsed.errors:
         report.errors = _capped(parsed.errors)
         return report
@@ -330,6 +344,12 @@ async def import_roster(
     hashes = await _hash_pins(people, progress)
     try:
         async with db.write() as s:
+            if org_id is None:
+                assert new_org is not None
+                org = Org(id=new_id(), slug=new_org[0], name=new_org[1])
+                s.add(org)
+                await s.flush()
+                org_id = org.id
             errors = await _database_errors(s, org_id, parsed)
             if errors:
                 raise _Refused(errors)
@@ -434,7 +454,7 @@ async def export_roster(db: Database, org_id: str) -> str:
                     Enrollment.org_id == org_id, Enrollment.deleted_at.is_(None)
                 )
             )
-        ).tuples()
+        ).all()
         devices: dict[str, str] = {}
         for device in (
             await s.execute(

@@ -116,6 +116,8 @@ class Change(msgspec.Struct, kw_only=True):
 # Bounds on a lead the teacher asks for explicitly.
 MAX_LEAD_MS = 10_000
 MAX_POSITION_MS = 24 * 3600 * 1000
+# sessions.attention_message is a 500-character column.
+MAX_ATTENTION_MESSAGE: Final = 500
 
 
 def lesson_ref(lesson: Lesson) -> LessonRef:
@@ -244,6 +246,14 @@ async def _apply(db_session: Any, row: Session, change: Change, now_ms: int, lea
     elif action == Action.attention:
         if change.on is None:
             raise AppError(422, "validation_error", "attention needs on: true|false")
+        if change.message is not None and len(change.message) > MAX_ATTENTION_MESSAGE:
+            # The column holds 500 characters; PostgreSQL would refuse more (a 500 otherwise).
+            raise AppError(
+                422,
+                "validation_error",
+                f"message is limited to {MAX_ATTENTION_MESSAGE} characters",
+                detail={"path": "$.message"},
+            )
         row.attention_on = change.on
         row.attention_message = (change.message or None) if change.on else None
 
@@ -476,22 +486,40 @@ async def load_visible_session(s: AsyncSession, actor: Principal, session_id: st
 
 
 async def session_view(s: AsyncSession, row: Session) -> SessionView:
-    lessons = await s.execute(
-        select(Lesson)
-        .join(SessionLesson, SessionLesson.lesson_id == Lesson.id)
-        .where(SessionLesson.session_id == row.id, SessionLesson.deleted_at.is_(None))
-        .order_by(SessionLesson.position)
-    )
-    return SessionView(
-        id=row.id,
-        class_id=row.class_id,
-        title=row.title,
-        scheduled_start_at=row.scheduled_start_at,
-        scheduled_end_at=row.scheduled_end_at,
-        auto_start=row.auto_start,
-        lessons=[lesson_ref(lesson) for lesson in lessons.scalars()],
-        state=await state_of(s, row),
-    )
+    return (await session_views(s, [row]))[0]
+
+
+async def session_views(s: AsyncSession, rows: Sequence[Session]) -> list[SessionView]:
+    """Views of `rows` with their lesson plans (one query for all plans, however many)."""
+    plans: dict[str, list[Lesson]] = {row.id: [] for row in rows}
+    if rows:
+        found = await s.execute(
+            select(SessionLesson.session_id, Lesson)
+            .join(Lesson, SessionLesson.lesson_id == Lesson.id)
+            .where(
+                SessionLesson.session_id.in_(list(plans)),
+                SessionLesson.deleted_at.is_(None),
+            )
+            .order_by(SessionLesson.session_id, SessionLesson.position)
+        )
+        for session_id, lesson in found:
+            plans[session_id].append(lesson)
+    views = []
+    for row in rows:
+        # The state's lesson is normally in the plan (already loaded); else state_of loads it.
+        views.append(
+            SessionView(
+                id=row.id,
+                class_id=row.class_id,
+                title=row.title,
+                scheduled_start_at=row.scheduled_start_at,
+                scheduled_end_at=row.scheduled_end_at,
+                auto_start=row.auto_start,
+                lessons=[lesson_ref(lesson) for lesson in plans[row.id]],
+                state=await state_of(s, row),
+            )
+        )
+    return views
 
 
 async def _org_lessons(s: AsyncSession, org_id: str, lesson_ids: Sequence[str]) -> list[Lesson]:
@@ -717,7 +745,7 @@ async def list_sessions(
             last = rows[-1]
             started = last.scheduled_start_at or last.created_at
             next_cursor = encode_cursor(started.isoformat(), last.id)
-        return [await session_view(s, r) for r in rows], next_cursor
+        return await session_views(s, rows), next_cursor
 
 
 async def class_timetable(
@@ -737,7 +765,7 @@ async def class_timetable(
                 .order_by(Session.scheduled_start_at, Session.id)
             )
         ).scalars()
-        return klass, [await session_view(s, r) for r in rows]
+        return klass, await session_views(s, list(rows))
 
 
 # --- auto start --------------------------------------------------------------------------------

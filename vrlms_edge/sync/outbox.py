@@ -18,10 +18,11 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vrlms_edge.store.models import Base, OutboxEntry, SyncState
+from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
 
 # SyncState row holding the last version handed out.
 VERSION_COUNTER: Final = "outbox_version"
@@ -48,47 +49,78 @@ def row_payload(row: Base) -> dict[str, Any]:
     return {attr.key: jsonable(getattr(row, attr.key)) for attr in mapper.column_attrs}
 
 
-async def next_version(s: AsyncSession) -> int:
+async def next_versions(s: AsyncSession, count: int) -> int:
+    """Reserve `count` versions; returns the first."""
     counter = await s.get(SyncState, VERSION_COUNTER)
     if counter is None:
         counter = SyncState(name=VERSION_COUNTER, value={"n": 0})
         s.add(counter)
-    n = int(counter.value.get("n", 0)) + 1
-    counter.value = {"n": n}
-    return n
+    first = int(counter.value.get("n", 0)) + 1
+    counter.value = {"n": first + count - 1}
+    return first
+
+
+async def enqueue_many(s: AsyncSession, items: list[tuple[str, str, str, dict[str, Any]]]) -> int:
+    """Record the newest state of many objects at once: (org_id, entity, entity_id, payload)
+    each. One statement per chunk: this is what a batch writer should call. Returns the
+    number of objects queued."""
+    newest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for org_id, entity, entity_id, payload in items:
+        newest[(entity, entity_id)] = (org_id, payload)  # a later state of one object wins
+    if not newest:
+        return 0
+    version = await next_versions(s, len(newest))
+    now = utcnow()
+    rows = []
+    for (entity, entity_id), (org_id, payload) in newest.items():
+        rows.append(
+            {
+                "org_id": org_id,
+                "entity": entity,
+                "entity_id": entity_id,
+                "version": version,
+                "payload": payload,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        version += 1
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    table: Any = OutboxEntry.__table__
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.entity, table.c.entity_id],
+        set_={
+            "org_id": stmt.excluded.org_id,
+            "version": stmt.excluded.version,
+            "payload": stmt.excluded.payload,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    # One compiled statement for all rows (executemany).
+    await (await s.connection()).execute(stmt, rows)
+    return len(rows)
 
 
 async def enqueue(
     s: AsyncSession, org_id: str, entity: str, entity_id: str, payload: dict[str, Any]
-) -> int:
+) -> None:
     """Record (or replace) the newest state of one object for the org server. Call inside
     the write transaction that made the change. `entity` is the table name (`results`,
-    `sessions`, `attendance`, `devices`, ...); `payload` usually `row_payload(row)`.
-    Returns the version given to this state."""
-    version = await next_version(s)
-    row = (
-        await s.execute(
-            select(OutboxEntry).where(
-                OutboxEntry.entity == entity, OutboxEntry.entity_id == entity_id
-            )
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        s.add(
-            OutboxEntry(
-                org_id=org_id, entity=entity, entity_id=entity_id, version=version, payload=payload
-            )
-        )
-    else:
-        row.org_id = org_id
-        row.version = version
-        row.payload = payload
-    return version
+    `sessions`, `attendance`, `devices`, ...); `payload` usually `row_payload(row)`."""
+    await enqueue_many(s, [(org_id, entity, entity_id, payload)])
 
 
-async def enqueue_row(s: AsyncSession, row: Base) -> int:
-    """Enqueue a tenant row under its own table name and org (flushes so ids and defaults
-    are filled in first)."""
+async def enqueue_rows(s: AsyncSession, rows: list[Base]) -> int:
+    """Enqueue tenant rows under their own table names and orgs (flushes once first so ids
+    and defaults are filled in)."""
     await s.flush()
-    payload = row_payload(row)
-    return await enqueue(s, str(payload["org_id"]), row.__tablename__, str(payload["id"]), payload)
+    items = []
+    for row in rows:
+        payload = row_payload(row)
+        items.append((str(payload["org_id"]), row.__tablename__, str(payload["id"]), payload))
+    return await enqueue_many(s, items)
+
+
+async def enqueue_row(s: AsyncSession, row: Base) -> None:
+    await enqueue_rows(s, [row])

@@ -27,8 +27,10 @@ PATH_PARAM: Final = re.compile(r"\{(\w+)\}")
 # Why each error status may be answered; the body is always `Error`.
 ERROR_TEXT: Final = {
     400: "Malformed JSON (`invalid_json`) or a bad request (e.g. `org_required`)",
-    401: "Missing, invalid, expired or revoked token (`unauthorized`)",
-    403: "Your role may not call this (`forbidden`), or not for this object",
+    401: "No valid token (`unauthorized`: missing, expired, revoked); at login: wrong "
+    "nickname or secret (`invalid_credentials`)",
+    403: "Not allowed: your role (`forbidden`), another teacher's class (`not_your_class`), "
+    "or a headset not admitted (`device_pending`, `device_blocked`, `device_bound_to_other`)",
     404: "Unknown id, or an id of another org (`not_found`)",
     409: "Not possible in the current state (e.g. `invalid_transition`, `no_lesson`)",
     413: "Body over the size limit (`body_too_large`)",
@@ -85,6 +87,12 @@ def _query_parameters(schema_ref: dict[str, Any], components: dict[str, Any]) ->
     required = set(schema.get("required", []))
     params = []
     for field, field_schema in schema.get("properties", {}).items():
+        # A query string cannot carry null: an optional parameter is simply left out.
+        options = field_schema.get("anyOf")
+        if options:
+            kept = [o for o in options if o.get("type") != "null"]
+            rest = {k: v for k, v in field_schema.items() if k not in ("anyOf", "default")}
+            field_schema = {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
         params.append(
             {
                 "name": field,
@@ -96,11 +104,20 @@ def _query_parameters(schema_ref: dict[str, Any], components: dict[str, Any]) ->
     return params
 
 
+def schema_hook(kind: type) -> dict[str, Any]:
+    """JSON schema of types msgspec cannot describe: `msgspec.Raw` is any JSON value."""
+    if kind is msgspec.Raw:
+        return {}
+    raise NotImplementedError
+
+
 def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route in `registries`."""
     all_routes = [route for registry in registries for route in registry.routes]
     types = _struct_types(all_routes)
-    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    refs, components = msgspec.json.schema_components(
+        types, ref_template=REF, schema_hook=schema_hook
+    )
     ref_of = dict(zip(types, refs, strict=True))
     error_ref = ref_of[Error]
     paths: dict[str, dict[str, Any]] = {}
@@ -141,9 +158,11 @@ def build_document(registries: Sequence[ApiRegistry]) -> dict[str, Any]:
                 "content": {route.content_type: {"schema": ref_of[route.response]}},
             }
         else:
+            # A document without its own schema (openapi.json, asyncapi.json) or a text body.
+            free = {"type": "object"} if route.content_type.endswith("json") else {"type": "string"}
             responses[str(route.status)] = {
                 "description": "OK",
-                "content": {route.content_type: {"schema": {"type": "string"}}},
+                "content": {route.content_type: {"schema": free}},
             }
         for status in _error_statuses(route):
             answer: dict[str, Any] = {
@@ -254,6 +273,11 @@ def _ref_names(schema: Any) -> list[str]:
     return found
 
 
+def code_spans(text: str) -> list[tuple[str, bool]]:
+    """`text` split into (segment, is_code) at backticks, for the page to render as <code>."""
+    return [(part, i % 2 == 1) for i, part in enumerate(text.split("`")) if part]
+
+
 def page_context(doc: dict[str, Any]) -> dict[str, Any]:
     """The document reshaped for the template: operations by tag, schemas as field tables."""
     by_tag: dict[str, list[dict[str, Any]]] = {}
@@ -280,7 +304,7 @@ def page_context(doc: dict[str, Any]) -> dict[str, Any]:
                     "responses": [
                         {
                             "status": status,
-                            "description": answer["description"],
+                            "description": code_spans(answer["description"]),
                             "schema": [
                                 name
                                 for content in answer.get("content", {}).values()
@@ -300,7 +324,8 @@ def page_context(doc: dict[str, Any]) -> dict[str, Any]:
         }
         for name, schema in sorted(doc["components"]["schemas"].items())
     ]
-    return {"info": doc["info"], "tags": sorted(by_tag.items()), "schemas": schemas}
+    info = {**doc["info"], "description": code_spans(doc["info"]["description"])}
+    return {"info": info, "tags": sorted(by_tag.items()), "schemas": schemas}
 
 
 @routes.route(

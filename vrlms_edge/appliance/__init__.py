@@ -1,0 +1,1 @@
+"""The box as an appliance: first-boot provisioning of the OS image."""

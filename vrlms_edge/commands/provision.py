@@ -1,0 +1,54 @@
+"""`provision FILE`: apply an appliance provisioning file once (see docs/provisioning.md)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from vrlms_edge.appliance.provision import ProvisionError, apply
+from vrlms_edge.config import CONFIG_FILE_NAME, Settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("provision", help="apply a provisioning file once (appliance image)")
+    p.add_argument("file", type=Path, help="vrlms-provision.toml")
+    p.add_argument("--owner", help="chown the data dir to this user afterwards")
+    p.add_argument("--network-dir", type=Path, help="where to write a static .network file")
+    p.set_defaults(run=run_provision)
+
+
+def _enroll(settings: Settings, url: str, token: str) -> bool:
+    """Run `vrlms-edge enroll URL TOKEN` when this build has it (the sync part)."""
+    from vrlms_edge.cli import build_parser, main
+
+    choices = getattr(build_parser()._subparsers, "_group_actions", [])
+    if not any("enroll" in getattr(a, "choices", {}) for a in choices):
+        return False
+    return main(["--data-dir", str(settings.data_dir), "enroll", url, token]) == 0
+
+
+def run_provision(args: argparse.Namespace, settings: Settings) -> int:
+    config_file = args.config or settings.data_dir / CONFIG_FILE_NAME
+    try:
+        result = apply(
+            args.file,
+            settings,
+            config_file=config_file,
+            # Before the box runs there is no ServerClock; the wall clock is what we have.
+            now=dt.datetime.now(dt.UTC),
+            network_dir=args.network_dir,
+            owner=args.owner,
+            enroll=_enroll,
+        )
+    except ProvisionError as exc:
+        print(f"vrlms-edge provision: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vrlms-edge provision: {exc}", file=sys.stderr)
+        return 1
+    for step in result.steps:
+        print(f"provision: {step}")
+    return 0
