@@ -6,8 +6,11 @@ back with a message (post/redirect/get). Domain errors become the message, never
 
 from __future__ import annotations
 
+import asyncio
 import json
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
@@ -17,6 +20,7 @@ from vrlms_edge import __version__
 from vrlms_edge.domain import catalog, devices, roster, roster_csv
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import BOX, CLOCK, DB, SETTINGS, STARTED
+from vrlms_edge.store import backup as store_backup
 from vrlms_edge.store.models import Role
 from vrlms_edge.web.pages.guard import Page, page, redirect
 
@@ -389,5 +393,32 @@ def install(app: web.Application) -> None:
     r.add_post("/admin/classes", classes_post)
     r.add_get("/admin/catalog", catalog_page)
     r.add_post("/admin/catalog", catalog_post)
+    r.add_get("/admin/backup", backup_download)
     r.add_get("/admin/devices", devices_page)
     r.add_post("/admin/devices", devices_post)
+
+
+@page(ADMIN)
+async def backup_download(request: web.Request, p: Page) -> web.StreamResponse:
+    """A consistent copy of the database (SQLite online backup) while the box keeps running."""
+    settings = request.app[SETTINGS]
+    source = settings.sqlite_path
+    if source is None:
+        raise web.HTTPNotFound(text="backups are made by the database server here")
+    stamp = request.app[CLOCK].now().strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory(prefix="vrlms-backup-") as tmp:
+        target = Path(tmp) / f"vrlms-{stamp}.sqlite3"
+        await asyncio.to_thread(store_backup.backup, source, target)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.sqlite3",
+                "Content-Disposition": f'attachment; filename="{target.name}"',
+                "Content-Length": str(target.stat().st_size),
+            }
+        )
+        await response.prepare(request)
+        with target.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, 1 << 20):
+                await response.write(chunk)
+        await response.write_eof()
+        return response

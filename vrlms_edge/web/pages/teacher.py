@@ -13,12 +13,13 @@ import aiohttp_jinja2
 import msgspec
 from aiohttp import web
 
-from vrlms_edge.domain import catalog, devices, roster, sessions
+from vrlms_edge.domain import catalog, devices, results, roster, sessions
 from vrlms_edge.domain.sessions import NewSession, SessionFilter, SessionPatch, SessionView
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.store.models import Role
 from vrlms_edge.web.pages.admin import Action, _apply, _field, _flash
+from vrlms_edge.web.pages.charts import charts_of
 from vrlms_edge.web.pages.guard import Page, page, redirect
 
 STAFF = (Role.teacher, Role.admin)
@@ -199,17 +200,23 @@ async def session_post(request: web.Request, p: Page) -> web.StreamResponse:
 @page(STAFF)
 async def results_page(request: web.Request, p: Page) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
+    db = request.app[DB]
     try:
-        view = await sessions.get_session(request.app[DB], p.me, session_id)
+        view = await sessions.get_session(db, p.me, session_id)
+        async with db.read() as s:
+            analytics = await results.session_analytics(s, results.scope_of(p.me), session_id)
     except AppError as err:
         raise web.HTTPNotFound(text=err.message) from None
-    from vrlms_edge.web.pages import charts
-
-    analytics = await charts.session_analytics(request, p.me, session_id)
+    lessons = await catalog.list_lessons(db, p.me.org_id, limit=500)
     return aiohttp_jinja2.render_template(
         "dashboard/results.html",
         request,
-        p.context(session=view, analytics=analytics, charts=charts.render(analytics)),
+        p.context(
+            session=view,
+            analytics=analytics,
+            charts=charts_of(analytics),
+            titles={lesson.id: lesson.title for lesson in lessons.lessons},
+        ),
     )
 
 
