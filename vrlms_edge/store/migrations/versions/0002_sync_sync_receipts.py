@@ -1,7 +1,7 @@
 """sync receipts
 
 Revision ID: 0002_sync
-Revises: 0002_tracking
+Revises: 0001
 Create Date: 2026-11-27 16:27:32.060404
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import vrlms_edge.store.models
 
 revision: str = "0002_sync"
-down_revision: str | None = "0002_tracking"
+down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
