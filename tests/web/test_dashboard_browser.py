@@ -8,13 +8,15 @@ import contextlib
 import csv
 import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import RunningBox, need
+from tests.live.support import eventually
 from vrlms_edge.domain import roster
 from vrlms_edge.domain.demo import load_demo
 from vrlms_edge.headset.client import Credentials, HeadsetClient
@@ -25,13 +27,20 @@ CHROMIUM = Path("/usr/bin/chromium")
 # refreshes the committed ones.
 ARTIFACTS = Path(os.environ.get("VRLMS_SCREENSHOTS", "test-artifacts/screenshots"))
 TIMEOUT_MS = 15_000
+VIEW_CLIP = {"x": 0, "y": 0, "width": 160, "height": 90}
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
+def chromium() -> Path:
     need(CHROMIUM.exists(), "Chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def page(chromium: Path) -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:  # pragma: no cover - installed with the test extra
@@ -39,7 +48,7 @@ async def page() -> AsyncIterator[Any]:
         raise
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
@@ -70,7 +79,6 @@ async def demo_box(box: RunningBox) -> RunningBox:
 
 
 async def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
@@ -79,14 +87,6 @@ async def log_in(page: Any, box: RunningBox, nickname: str, password: str) -> No
     await page.fill("#nickname", nickname)
     await page.fill("#password", password)
     await page.click("button[type=submit]")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, page: Any) -> None:
@@ -99,7 +99,7 @@ async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, pa
     await page.fill("#new-title", "Browser lesson")
     await page.click("form[action='/dashboard/sessions/new'] button[type=submit]")
     await page.wait_for_url("**/dashboard/sessions/*")
-    session_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    session_id = urlsplit(page.url).path.rstrip("/").rsplit("/", 1)[-1]
     add_buttons = page.locator("button[aria-label^='Add ']")
     first, second = await add_buttons.nth(0).get_attribute("aria-label"), None
     await add_buttons.nth(0).click()
@@ -112,9 +112,7 @@ async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, pa
 
     # Five headsets (the reference client) join.
     headsets = [
-        HeadsetClient(
-            box.url, credentials=Credentials(f"student0{n}", f"100{n}", f"DEMO-HS-0{n}")
-        )
+        HeadsetClient(box.url, credentials=Credentials(f"student0{n}", f"100{n}", f"DEMO-HS-0{n}"))
         for n in range(1, 6)
     ]
     stop = asyncio.Event()
@@ -131,12 +129,21 @@ async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, pa
         rev = int(await page.get_attribute("#state-line", "data-rev") or "0")
         for h in headsets:
             await eventually(
-                lambda h=h: _async(h.playback.state is not None and h.playback.state.rev == rev)
+                lambda h=h: h.playback.state is not None and h.playback.state.rev == rev, 10
             )
         await page.wait_for_function(
             f"document.querySelectorAll('#tiles .tile[data-applied-rev=\"{rev}\"]').length === 5"
         )
         await shot(page, "dashboard-live-grid")
+
+        # A headset sends its view: the tile shows it (served from GET .../frame.jpg).
+        jpeg = await page.screenshot(type="jpeg", quality=60, clip=VIEW_CLIP)
+        await headsets[1].send_view(jpeg)
+        tile = f".tile[data-user-id='{await _user_id(box, 'student02')}'] img.thumb"
+        await page.wait_for_function(
+            f'(() => {{ const i = document.querySelector("{tile}");'
+            " return i && !i.hidden && i.complete && i.naturalWidth > 0; })()"
+        )
 
         # A headset reports progress: its tile's bar moves.
         headsets[0].record("progress", {"progress": 0.5})
@@ -146,10 +153,10 @@ async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, pa
         await page.fill("#attention-message", "Look at the board")
         await page.click("#attention-button")
         await page.wait_for_selector("#attention-button[aria-pressed=true]")
-        await eventually(lambda: _async(_attention(headsets) == [True] * 5))
+        await eventually(lambda: _attention(headsets) == [True] * 5, 10)
         await page.click("#attention-button")
         await page.wait_for_selector("#attention-button[aria-pressed=false]")
-        await eventually(lambda: _async(_attention(headsets) == [False] * 5))
+        await eventually(lambda: _attention(headsets) == [False] * 5, 10)
 
         await page.click("button[data-action=stop]")
         await page.wait_for_selector("#state-line[data-status=stopped]")
@@ -162,26 +169,22 @@ async def test_teacher_runs_a_lesson_with_five_headsets(demo_box: RunningBox, pa
 
     # Results: the numbers and the CSV.
     await page.goto(f"{box.url}/dashboard/sessions/{session_id}/results")
-    row = page.locator("#results-table tr", has_text="student01").first
     student01 = await _user_id(box, "student01")
-    assert await row.get_attribute("data-user-id") == student01
+    row = page.locator(f"#results-table tr[data-user-id='{student01}']").first
     assert await row.locator("td[data-progress]").get_attribute("data-progress") == "50"
     assert await page.locator("svg.chart").count() >= 2
     await shot(page, "dashboard-results")
     async with page.expect_download() as info:
         await page.click("a[download]")
     download = await info.value
-    rows = list(csv.DictReader(io.StringIO(Path(await download.path()).read_text())))
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    rows = list(csv.DictReader(io.StringIO(text)))
     mine = [r for r in rows if r["user_id"] == student01]
     assert mine and float(mine[0]["progress"]) == 0.5
 
 
 def _attention(headsets: list[HeadsetClient]) -> list[bool]:
     return [bool(h.playback.state and h.playback.state.attention.on) for h in headsets]
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def _user_id(box: RunningBox, nickname: str) -> str:
@@ -196,9 +199,7 @@ Room 9,newkid3,New Kid Three,student,3333,NEW-HS-3
 """
 
 
-async def test_admin_import_with_a_bad_row_imports_nothing(
-    demo_box: RunningBox, page: Any
-) -> None:
+async def test_admin_import_with_a_bad_row_imports_nothing(demo_box: RunningBox, page: Any) -> None:
     await log_in(page, demo_box, "admin", "admin-demo-pass")
     await page.wait_for_url("**/admin/")
     await shot(page, "admin-status")
@@ -214,9 +215,7 @@ async def test_admin_import_with_a_bad_row_imports_nothing(
     assert await page.locator("td", has_text="newkid1").count() == 0
 
 
-async def test_a_display_name_with_markup_is_shown_as_text(
-    demo_box: RunningBox, page: Any
-) -> None:
+async def test_a_display_name_with_markup_is_shown_as_text(demo_box: RunningBox, page: Any) -> None:
     org = await roster.box_org(demo_box.app[DB])
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     await roster.create_user(demo_box.app[DB], org.id, "student", "evil", evil, pin="4321")
@@ -241,3 +240,22 @@ async def test_pages_need_the_right_role(demo_box: RunningBox, page: Any) -> Non
     await page.wait_for_url("**/login/")
     await page.goto(demo_box.url + "/dashboard/")
     assert "/login/" in page.url
+
+
+async def test_teacher_approves_a_pending_headset(demo_box: RunningBox, page: Any) -> None:
+    box = demo_box
+    org = await roster.box_org(box.app[DB])
+    await roster.create_user(box.app[DB], org.id, "student", "newkid", "New Kid", pin="2468")
+    login = {"nickname": "newkid", "pin": "2468", "device_id": "NEW-HEADSET-7"}
+    async with box.http.post("/api/login/", json=login) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "device_pending"
+    await log_in(page, box, "teacher", "teacher-demo-pass")
+    await page.wait_for_url("**/dashboard/")
+    await page.goto(box.url + "/dashboard/devices")
+    row = page.locator("tr", has_text="NEW-HEADSET-7")
+    await row.locator("button[type=submit]").click()
+    await page.wait_for_selector(".flash.ok")
+    assert await page.locator("tr", has_text="NEW-HEADSET-7").count() == 0
+    async with box.http.post("/api/login/", json=login) as resp:
+        assert resp.status == 200

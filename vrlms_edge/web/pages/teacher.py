@@ -132,6 +132,7 @@ async def session_page(request: web.Request, p: Page) -> web.StreamResponse:
     except AppError as err:
         raise web.HTTPNotFound(text=err.message) from None
     klass = await roster.get_class(db, p.me.org_id, view.class_id)
+    pending = await devices.list_devices(db, p.me.org_id, status="pending", limit=100)
     return aiohttp_jinja2.render_template(
         "dashboard/session.html",
         request,
@@ -141,6 +142,7 @@ async def session_page(request: web.Request, p: Page) -> web.StreamResponse:
             courses=await catalog.course_tree(db, p.me.org_id),
             state_json=msgspec.json.encode(view.state).decode(),
             students_json=msgspec.json.encode(klass.students).decode(),
+            pending_devices=len(pending.devices),
             **_flash(request),
         ),
     )

@@ -85,21 +85,22 @@ function renderTiles() {
     t.f("bar").firstElementChild.style.width = `${progress}%`;
     t.f("bar").setAttribute("aria-valuenow", String(progress));
     t.el.dataset.progress = String(progress);
-    t.f("gaze").textContent = s.gaze_target ?? status.view?.target ?? "—";
-    const frame = s.frame_ms ?? s.frame_rev ?? null;
-    if (s.device && frame != null && frame !== t.frame) {
+    t.f("gaze").textContent = s.target ?? status.view?.target ?? "—";
+    const frame = s.frame_rev || s.frame_ms || 0;
+    if (s.device && frame && frame !== t.frame) {
       t.frame = frame;
       const img = t.f("thumb");
       img.src = `/api/devices/${encodeURIComponent(s.device)}/frame.jpg?v=${frame}`;
       img.hidden = false;
     }
     const alerts = [];
-    if (!s.online && picture) alerts.push("offline");
-    if (s.online && s.device_status === "pending") alerts.push("device not approved");
+    // Offline is an alert once a headset that was here drops off (the badge says the rest).
+    if (s.online) t.seen = true;
+    if (!s.online && t.seen) alerts.push("went offline");
     if (s.online && state.status !== "idle" && s.applied_rev != null && s.applied_rev < state.rev) alerts.push("lagging");
     if (s.online && state.status === "playing" && state.lesson && status.app && status.app !== state.lesson.apk_package) alerts.push("wrong app");
     t.f("alerts").textContent = alerts.join(" · ");
-    t.el.classList.toggle("alerting", alerts.length > 0 && !!s.online);
+    t.el.classList.toggle("alerting", alerts.length > 0);
   }
   document.getElementById("no-headsets").hidden = online > 0 || !picture;
 }
