@@ -30,7 +30,7 @@ from vrlms_edge.sync import api as sync_api
 from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
-from vrlms_edge.web import openapi, system, tracking, ws
+from vrlms_edge.web import openapi, pages, system, tracking, ws
 from vrlms_edge.web.api import accounts as accounts_api
 from vrlms_edge.web.api import catalog as catalog_api
 from vrlms_edge.web.api import classes as classes_api
@@ -114,6 +114,7 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
         registry.install(app)
     app[OPENAPI] = openapi.build_document(api_registries())
     system.install_pages(app)
+    pages.install(app)
     app.cleanup_ctx.append(watchdog_ctx)
     app.cleanup_ctx.append(tls_ctx)
     app.cleanup_ctx.append(database_ctx)

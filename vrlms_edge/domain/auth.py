@@ -281,6 +281,8 @@ async def login(
     client_addr: str,
     now: datetime,
     gate: LoginGate,
+    token_kind: str = "bearer",
+    ttl_s: int | None = None,
 ) -> LoginAnswer:
     """Check the credentials and device; answer a fresh bearer token. Raises AppError."""
     if (request.pin is None) == (request.password is None):
@@ -328,7 +330,14 @@ async def login(
     if request.device_id is not None:
         device = await devices.admit(db, org.id, request.device_id, user.id, seen_at=now)
         device_pk = device.id
-    token, row = await issue_token(db, user, now=now, ttl_s=policy.token_ttl_s, device_pk=device_pk)
+    token, row = await issue_token(
+        db,
+        user,
+        now=now,
+        ttl_s=ttl_s or policy.token_ttl_s,
+        device_pk=device_pk,
+        kind=token_kind,
+    )
     return LoginAnswer(
         token=token,
         role=Role(user.role),

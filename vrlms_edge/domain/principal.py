@@ -17,6 +17,8 @@ class Principal:
     token_id: str
     # Primary key (devices.id) of the headset this token was issued to, if any.
     device_pk: str | None = None
+    # Dashboard cookie sessions carry a CSRF token that every form and API write must echo.
+    csrf_token: str | None = None
 
     @property
     def is_staff(self) -> bool:

@@ -68,6 +68,7 @@ async def resolve_token(db: Database, token: str, *, now: datetime) -> Principal
         display_name=user.display_name,
         token_id=row.id,
         device_pk=row.device_id,
+        csrf_token=row.csrf_token,
     )
 
 

@@ -8,6 +8,7 @@ without saying who may call it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -31,6 +32,8 @@ STAFF: Final = frozenset({Role.teacher, Role.admin})
 ADMIN: Final = frozenset({Role.admin})
 # The dashboard's cookie session (web/) may stand in for a bearer token.
 SESSION_COOKIE: Final = "vrlms_session"
+CSRF_HEADER: Final = "X-CSRF-Token"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +131,19 @@ async def authenticate(request: web.Request, token: str | None = None) -> Princi
     cached = request.get(PRINCIPAL)
     if isinstance(cached, Principal):
         return cached
-    token = token or bearer_token(request) or request.cookies.get(SESSION_COOKIE)
+    cookie = None if token or bearer_token(request) else request.cookies.get(SESSION_COOKIE)
+    token = token or bearer_token(request) or cookie
     if not token:
         raise AppError(401, "unauthorized", "missing bearer token")
     app = request.app
     principal = await resolve_token(app[DB], token, now=app[CLOCK].now())
     if principal is None:
         raise AppError(401, "unauthorized", "invalid or expired token")
+    if cookie is not None and request.method not in SAFE_METHODS:
+        # A browser sends the cookie by itself; the CSRF header proves the page sent it.
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not principal.csrf_token or not secrets.compare_digest(sent, principal.csrf_token):
+            raise AppError(403, "csrf_failed", "missing or wrong CSRF token")
     request[PRINCIPAL] = principal
     return principal
 
