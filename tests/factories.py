@@ -212,7 +212,8 @@ async def make_session(
     started_at: datetime | None = None,
     ended_at: datetime | None = None,
 ) -> Session:
-    """A session that started `started_at` (default five minutes ago): playing, or stopped
+    """A session that started `started_at` (default an hour ago, so that event times taken when
+    the test module was imported fall inside it however long the run): playing, or stopped
     at `ended_at`."""
     session = Session(
         id=new_id(),
@@ -222,7 +223,7 @@ async def make_session(
         status=SessionStatus.stopped if ended_at else SessionStatus.playing,
         lesson_id=lessons[0].id if lessons else None,
         rev=1,
-        started_at=started_at or now() - timedelta(minutes=5),
+        started_at=started_at or now() - timedelta(hours=1),
         ended_at=ended_at,
     )
     async with db.write() as s:

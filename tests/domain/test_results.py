@@ -14,7 +14,7 @@ from vrlms_edge.domain.results import gaze_target
 from vrlms_edge.keys import DB
 from vrlms_edge.store.models import Attendance, OutboxEntry, Result
 
-# A whole minute, two minutes ago: inside the playing session (started five minutes ago).
+# A whole minute, two minutes ago: inside the playing session (started an hour ago).
 T0 = (int(time.time() * 1000) // 60_000) * 60_000 - 120_000
 
 
