@@ -54,6 +54,9 @@ LEAD_RTT_FACTOR: Final = 3.0
 LIVE_STATUSES: Final = frozenset({"playing", "paused"})
 # Command-to-socket lags kept: the members of the last few commands in a class of 300.
 LAG_SAMPLES: Final = 1024
+# Only lags of the last minute count: a slow moment (a connection storm) must not keep every
+# later start waiting.
+LAG_WINDOW_S: Final = 60.0
 
 
 @dataclass
@@ -156,7 +159,7 @@ class Hub:
         # When a command asked for a lead, per session; and how long, from that moment, each
         # member's state took to reach its socket (the box's own share of a start's delay).
         self._lead_asked: dict[str, float] = {}
-        self.send_lags_s: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self.send_lags_s: deque[tuple[float, float]] = deque(maxlen=LAG_SAMPLES)  # (at, lag)
         self.connections: set[Connection] = set()
         self.attendance: AttendanceLog | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -205,7 +208,9 @@ class Hub:
         conns: Iterable[Connection] = room.members if room is not None else self.connections
         samples = [rtt for conn in conns for rtt in conn.rtt_s]
         rtt_part = LEAD_RTT_FACTOR * percentile(samples, 0.95) if samples else 0.0
-        lag_part = percentile(self.send_lags_s, 0.99) if self.send_lags_s else 0.0
+        recent = self._clock.monotonic() - LAG_WINDOW_S
+        lags = [lag for at, lag in self.send_lags_s if at >= recent]
+        lag_part = percentile(lags, 0.99) if lags else 0.0
         lead = math.ceil((rtt_part + lag_part) * 1000.0)
         return max(floor, min(cap, lead))
 
@@ -219,11 +224,13 @@ class Hub:
         frame = encode(state)  # once, for every member
         asked = self._lead_asked.pop(state.session_id, None)
         on_sent = None
-        if asked is not None:
+        cap_s = self._settings.start_lead_max_ms / 1000.0
+        if asked is not None and self._clock.monotonic() - asked <= cap_s:
+            # (an older `asked`, left by a refused command, would measure nothing real)
             lags = self.send_lags_s
 
             def on_sent(sent_at: float) -> None:
-                lags.append(sent_at - asked)
+                lags.append((sent_at, sent_at - asked))
 
         for conn in room.students:
             conn.session_id = state.session_id

@@ -49,7 +49,14 @@ from vrlms_edge.store.models import (
     SessionStatus,
     User,
 )
-from vrlms_edge.web.routing import STAFF, ApiRegistry, bearer_token, json_response, principal_of
+from vrlms_edge.web.routing import (
+    SESSION_COOKIE,
+    STAFF,
+    ApiRegistry,
+    bearer_token,
+    json_response,
+    principal_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +107,6 @@ def _origin_allowed(request: web.Request) -> bool:
 
 
 def _token(request: web.Request) -> str | None:
-    from vrlms_edge.web.routing import SESSION_COOKIE
-
     return (
         bearer_token(request) or request.query.get("token") or request.cookies.get(SESSION_COOKIE)
     )
