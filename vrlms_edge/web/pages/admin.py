@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
+import msgspec
 from aiohttp import web
 
 from vrlms_edge import __version__
@@ -22,6 +23,7 @@ from vrlms_edge.errors import AppError
 from vrlms_edge.keys import BOX, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.store import backup as store_backup
 from vrlms_edge.store.models import Role
+from vrlms_edge.sync.worker import sync_status
 from vrlms_edge.web.pages.guard import Page, page, redirect
 
 ADMIN = (Role.admin,)
@@ -46,6 +48,12 @@ async def _apply(back: str, p: Page, action: Action) -> web.HTTPFound:
 
 def _flash(request: web.Request) -> dict[str, str | None]:
     return {"ok": request.query.get("ok"), "error": request.query.get("error")}
+
+
+async def _managed(request: web.Request) -> dict[str, bool]:
+    """On an enrolled box the org server authors users, classes and the catalog: the pages say
+    so (and the domain refuses edits with 409 managed_by_org_server)."""
+    return {"managed": (await sync_status(request.app[DB])).enrolled}
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -88,13 +96,14 @@ async def status(request: web.Request, p: Page) -> web.StreamResponse:
 
 
 async def _sync_status(request: web.Request) -> dict[str, Any] | None:
-    """Sync status when the sync part is present (it reports through SyncState rows)."""
-    try:
-        from vrlms_edge.sync import status as sync_status  # type: ignore[attr-defined]
-    except ImportError:
+    """Sync status of an enrolled box (stage, outbox, last success and error); None if the
+    box works on its own."""
+    current = await sync_status(request.app[DB])
+    if not current.enrolled:
         return None
-    result: dict[str, Any] = await sync_status.read(request.app[DB])
-    return result
+    shown = msgspec.structs.asdict(current)
+    shown.pop("last_report", None)
+    return {key: value for key, value in shown.items() if value not in (None, "")}
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -111,7 +120,12 @@ async def users(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/users.html",
         request,
-        p.context(users=listing.users, next_cursor=listing.next_cursor, **_flash(request)),
+        p.context(
+            users=listing.users,
+            next_cursor=listing.next_cursor,
+            **_flash(request),
+            **await _managed(request),
+        ),
     )
 
 
@@ -176,7 +190,9 @@ async def roster_import(request: web.Request, p: Page) -> web.StreamResponse:
             request.app[DB], p.me.org_id, text, dry_run=bool(p.form.get("dry_run"))
         )
     return aiohttp_jinja2.render_template(
-        "admin/import.html", request, p.context(report=report, **_flash(request))
+        "admin/import.html",
+        request,
+        p.context(report=report, **_flash(request), **await _managed(request)),
     )
 
 
@@ -202,7 +218,13 @@ async def classes(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/classes.html",
         request,
-        p.context(classes=listing.classes, teachers=teachers, students=students, **_flash(request)),
+        p.context(
+            classes=listing.classes,
+            teachers=teachers,
+            students=students,
+            **_flash(request),
+            **await _managed(request),
+        ),
     )
 
 
@@ -251,7 +273,9 @@ async def classes_post(request: web.Request, p: Page) -> web.StreamResponse:
 async def catalog_page(request: web.Request, p: Page) -> web.StreamResponse:
     tree = await catalog.course_tree(request.app[DB], p.me.org_id)
     return aiohttp_jinja2.render_template(
-        "admin/catalog.html", request, p.context(courses=tree, **_flash(request))
+        "admin/catalog.html",
+        request,
+        p.context(courses=tree, **_flash(request), **await _managed(request)),
     )
 
 
