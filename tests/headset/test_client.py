@@ -153,9 +153,11 @@ async def test_delayed_link_still_starts_together(box: RunningBox, room30: Class
     )
     # The residue is clock-sync error, (floor jitter of the two legs)/2, not delivery: the
     # link's 130 ms of jitter and the ~800 ms lead do not show up in it.
+    # Typical: spread 9-14 ms, median deviation 2-3 ms; the bounds leave room for a machine
+    # shared with other work (timers firing late), far below the link's 130 ms of jitter.
     mid = statistics.median(skews)
-    assert statistics.median(abs(s - mid) for s in skews) < 5
-    assert spread < 30, spread
+    assert statistics.median(abs(s - mid) for s in skews) < 8
+    assert spread < 45, spread
 
 
 async def test_late_join_starts_mid_lesson(box: RunningBox) -> None:
