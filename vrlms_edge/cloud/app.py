@@ -18,8 +18,9 @@ from aiohttp import web
 from vrlms_edge.cloud import api, pages
 from vrlms_edge.cloud.store import OrgDatabase
 from vrlms_edge.config import Settings
+from vrlms_edge.domain.auth import LoginGate
 from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BROADCAST, CLOCK, DB, SETTINGS, STARTED
+from vrlms_edge.keys import BROADCAST, CLOCK, DB, LOGIN_GATE, SETTINGS, STARTED
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.web.api import accounts as accounts_api
@@ -79,6 +80,7 @@ def create_cloud_app(settings: Settings, *, clock: ServerClock | None = None) ->
     app[CLOCK] = clock or ServerClock()
     app[STARTED] = app[CLOCK].monotonic()
     app[BROADCAST] = NoBroadcast(settings.start_lead_floor_ms)
+    app[LOGIN_GATE] = LoginGate()  # POST /api/login/ (web/api/accounts.py) needs it
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader([HERE / "templates", WEB_DIR / "templates"]),
