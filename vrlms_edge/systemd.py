@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # systemd wants a ping at least every WatchdogSec; pinging twice per period leaves a margin
 # for a loop that is busy but not stuck.
 WATCHDOG_PINGS_PER_PERIOD: Final = 2
+# While starting, each ping asks systemd for this much more start time: a migration of a big
+# database may outlast TimeoutStartSec, but a start whose event loop hangs still times out.
+START_EXTENSION_S: Final = 30.0
 
 
 def notify_address(environ: Mapping[str, str] | None = None) -> str | None:
@@ -75,6 +78,14 @@ async def _feed_watchdog(interval_s: float) -> None:
     while True:
         notify("WATCHDOG=1")
         await asyncio.sleep(interval_s)
+
+
+async def extend_start_timeout() -> None:
+    """Run until cancelled (once READY=1 is sent): keeps the start timeout moving while the
+    event loop is alive."""
+    while True:
+        notify(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION_S * 1_000_000)}")
+        await asyncio.sleep(START_EXTENSION_S / 3)
 
 
 def _block_loop(signum: int, frame: object) -> None:
