@@ -28,15 +28,17 @@ run: $(VENV)/.installed-run
 	$(BIN)/vrlms-edge --data-dir $(DATA) serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check vrlms_edge tests bench
-	$(BIN)/ruff format --check vrlms_edge tests bench
+	$(BIN)/ruff check vrlms_edge tests $(wildcard bench)
+	$(BIN)/ruff format --check vrlms_edge tests $(wildcard bench)
 	$(BIN)/mypy vrlms_edge
 
 test: lint
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
+# Quick benchmark run (< 5 min): the box vs the Django Channels peer vs a bare aiohttp floor;
+# writes bench/results/<date>.{json,md} and the README table. BENCH_ARGS=--full for everything.
 bench: $(VENV)/.installed-test
-	@echo "no benchmarks yet"
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The appliance (image-build/, docs/provisioning.md). Both need root, mmdebstrap, mtools,
 # dosfstools and fdisk (sfdisk); no loop mounts.

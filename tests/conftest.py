@@ -4,6 +4,7 @@ with a real SQLite file in a temporary data directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,8 +21,12 @@ from vrlms_edge.app import create_app
 from vrlms_edge.commands.serve import listening_urls
 from vrlms_edge.config import Settings
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.store import migrate
+from vrlms_edge.store.db import Database
 
 IN_CI = os.environ.get("CI") == "true"
+# The throwaway PostgreSQL cluster and org server fixtures.
+pytest_plugins = ["tests.orgserver"]
 
 
 def need(condition: bool, reason: str) -> None:
@@ -72,9 +77,22 @@ async def stop_box(box: RunningBox) -> None:
     await box.runner.cleanup()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head per test run; tests start from a copy of it (a real
+    migration is still what made it; tests/store covers migrating itself)."""
+
+    path = tmp_path_factory.mktemp("template") / "vrlms.sqlite3"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}", path)
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return test_settings(tmp_path / "data")
+def settings(tmp_path: Path, migrated_template: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(migrated_template, data_dir / "vrlms.sqlite3")
+    return test_settings(data_dir)
 
 
 @pytest.fixture
@@ -131,11 +149,39 @@ def spawn_serve(
 
 
 @pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
-    served = spawn_serve(tmp_path / "data")
+def serve_process(settings: Settings) -> Iterator[ServeProcess]:
+    served = spawn_serve(settings.data_dir)
     try:
         yield served
     finally:
         if served.proc.poll() is None:
             served.proc.kill()
         served.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+async def database(tmp_path: Path, migrated_template: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database (a copy of the template) in a temporary data directory,
+    without the web app."""
+    path = tmp_path / "data" / "vrlms.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_template, path)
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+def run_cli(
+    data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The real `vrlms-edge` command as a subprocess on `data_dir`."""
+    return subprocess.run(
+        [sys.executable, "-m", "vrlms_edge", "--data-dir", str(data_dir), *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=timeout,
+    )

@@ -16,16 +16,27 @@ import jinja2
 from aiohttp import web
 
 from vrlms_edge.config import Settings
+from vrlms_edge.discovery.advertiser import mdns_ctx
 from vrlms_edge.domain.box import ensure_box_identity
 from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, SETTINGS, STARTED, TLS
+from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, OPENAPI, SETTINGS, STARTED, TLS
 from vrlms_edge.live.clock import ServerClock
+from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.integrity import ensure_sound_database
+from vrlms_edge.sync import api as sync_api
+from vrlms_edge.sync.context import sync_ctx
 from vrlms_edge.systemd import watchdog_ctx
 from vrlms_edge.tls import ensure_certificate
-from vrlms_edge.web import system
+from vrlms_edge.web import openapi, system, tracking, ws
+from vrlms_edge.web.api import accounts as accounts_api
+from vrlms_edge.web.api import catalog as catalog_api
+from vrlms_edge.web.api import classes as classes_api
+from vrlms_edge.web.api import devices as devices_api
+from vrlms_edge.web.api import sessions as sessions_api
+from vrlms_edge.web.api import timetable as timetable_api
+from vrlms_edge.web.api import users as users_api
 from vrlms_edge.web.middleware import error_middleware
 from vrlms_edge.web.routing import ApiRegistry
 
@@ -37,7 +48,20 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def api_registries() -> list[ApiRegistry]:
     """Every API route table of the box, in one list (installed and documented together)."""
-    return [system.routes]
+    return [
+        system.routes,
+        accounts_api.routes,
+        catalog_api.routes,
+        classes_api.routes,
+        users_api.routes,
+        devices_api.routes,
+        sessions_api.routes,
+        timetable_api.routes,
+        openapi.routes,
+        tracking.routes,
+        ws.routes,
+        sync_api.routes,
+    ]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -86,8 +110,15 @@ def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.A
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     for registry in api_registries():
         registry.install(app)
+    app[OPENAPI] = openapi.build_document(api_registries())
     system.install_pages(app)
     app.cleanup_ctx.append(watchdog_ctx)
     app.cleanup_ctx.append(tls_ctx)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(tracking_ctx)
+    ws.install(app)  # after the database: the live hub writes attendance
+    app.cleanup_ctx.append(sessions_api.auto_start_ctx)
+    if settings.mdns:
+        app.cleanup_ctx.append(mdns_ctx)
+    app.cleanup_ctx.append(sync_ctx)
     return app

@@ -6,7 +6,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_type_hints
 
 import msgspec
 
@@ -41,14 +41,31 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Per client address: failures only (a classroom behind one NAT logs in at once).
     address_failure_limit: int = 30
     address_window_s: int = 300
+    # An account's failure count is forgotten after this long without a failure.
+    lockout_reset_s: int = 24 * 3600
+    # Scheduled sessions with auto_start: how often the box looks for due ones, and how long
+    # after its start time a session without an end time may still be started (restart case).
+    schedule_poll_s: float = 1.0
+    auto_start_grace_s: int = 15 * 60
     heartbeat_s: float = 10.0
     # Synchronized start: lead = clamp(3 x p95 RTT of the room, floor, cap).
     start_lead_floor_ms: int = 250
     start_lead_max_ms: int = 5000
+    # A WebSocket whose writer is stuck on one send (or whose queue overflowed) this long is
+    # closed with 4408: it cannot drain and must not hold memory or delay anyone.
+    ws_send_stall_s: float = 5.0
     max_body_bytes: int = 1024 * 1024
     event_retention_days: int = 90
     tls: bool = False
     sync_interval_s: float = 30.0
+    # Offline: retry after sync_retry_base_s, doubling per failure up to sync_backoff_max_s,
+    # each wait jittered down to half so a school's boxes do not retry in step.
+    sync_retry_base_s: float = 5.0
+    sync_backoff_max_s: float = 300.0
+    # Rows per pull/push page (one transaction each side).
+    sync_page_size: int = 200
+    # The background sync worker on an enrolled box (off: only `vrlms-edge sync now`).
+    sync_worker: bool = True
     org_server_ca_bundle: str = ""
     # Debug only: SIGUSR2 freezes the event loop (to test that the systemd watchdog restarts it).
     debug_block_signal: bool = False
@@ -69,6 +86,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
 _FIELDS: Final = frozenset(Settings.__struct_fields__)
 _LIST_FIELDS: Final = frozenset({"mdns_interfaces"})
+# on/off/yes/no are accepted for every boolean setting (msgspec itself takes true/false/1/0).
+_BOOL_FIELDS: Final = frozenset(
+    name for name, kind in get_type_hints(Settings).items() if kind is bool
+)
 _BOOL_WORDS: Final = {"on": True, "off": False, "yes": True, "no": False}
 
 
@@ -83,7 +104,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         value: Any = raw
         if key in _LIST_FIELDS:
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif raw.lower() in _BOOL_WORDS and key in {"mdns", "tls", "debug_block_signal"}:
+        elif raw.lower() in _BOOL_WORDS and key in _BOOL_FIELDS:
             value = _BOOL_WORDS[raw.lower()]
         values[key] = value
     return values
@@ -134,11 +155,20 @@ def _check_ranges(s: Settings) -> None:
         ("lockout_base_s", s.lockout_base_s >= 1),
         ("lockout_max_s", s.lockout_max_s >= s.lockout_base_s),
         ("address_failure_limit", s.address_failure_limit >= 1),
+        ("address_window_s", s.address_window_s >= 1),
+        ("lockout_reset_s", s.lockout_reset_s >= 1),
+        ("schedule_poll_s", 0.01 <= s.schedule_poll_s <= 3600),
+        ("auto_start_grace_s", s.auto_start_grace_s >= 0),
         ("heartbeat_s", 0.05 <= s.heartbeat_s <= 600),
         ("start_lead_floor_ms", 0 <= s.start_lead_floor_ms <= s.start_lead_max_ms),
+        ("ws_send_stall_s", 0.1 <= s.ws_send_stall_s <= 600),
         ("max_body_bytes", s.max_body_bytes >= 1024),
         ("event_retention_days", s.event_retention_days >= 1),
         ("box_name", 0 < len(s.box_name.encode()) <= 63),
+        ("sync_interval_s", s.sync_interval_s > 0),
+        ("sync_retry_base_s", s.sync_retry_base_s > 0),
+        ("sync_backoff_max_s", s.sync_backoff_max_s >= s.sync_retry_base_s),
+        ("sync_page_size", 1 <= s.sync_page_size <= 500),
     ]
     for key, ok in checks:
         if not ok:

@@ -16,11 +16,10 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from aiohttp import web
-
-from vrlms_edge.keys import SETTINGS
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +97,9 @@ def _block_loop(signum: int, frame: object) -> None:
 
 async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: feeds the systemd watchdog while the app runs."""
+    # Here, not at the top: `serve` imports this module before the web stack is loaded.
+    from vrlms_edge.keys import SETTINGS
+
     if app[SETTINGS].debug_block_signal:
         signal.signal(signal.SIGUSR2, _block_loop)
     interval = watchdog_interval_s()

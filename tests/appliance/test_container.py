@@ -42,7 +42,7 @@ org_name = "Container School"
 tls = true
 
 [org_server]
-url = "https://org.example.edu"
+url = "http://127.0.0.1:9"
 enrollment_token = "tok-container-1"
 """
 

@@ -4,6 +4,30 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vrlms_edge.commands import provision, serve
+from vrlms_edge.commands import (
+    backup,
+    cloud,
+    demo,
+    devices,
+    discover,
+    provision,
+    roster,
+    serve,
+    simulate,
+    sync,
+    users,
+)
 
-COMMAND_GROUPS: list[ModuleType] = [serve, provision]
+COMMAND_GROUPS: list[ModuleType] = [
+    serve,
+    demo,
+    users,
+    devices,
+    roster,
+    backup,
+    discover,
+    provision,
+    simulate,
+    sync,
+    cloud,
+]

@@ -7,15 +7,15 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Any, Final
+import sys
+from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import web
-
-from vrlms_edge.app import create_app
 from vrlms_edge.config import Settings
-from vrlms_edge.keys import TLS
-from vrlms_edge.store import migrate
+from vrlms_edge.store import inuse, migrate
 from vrlms_edge.systemd import extend_start_timeout, notify
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ def listening_urls(runner: web.AppRunner, scheme: str = "http") -> list[str]:
 
 
 async def serve(settings: Settings) -> None:
+    # The web stack is imported here so that the other commands start faster.
+    from aiohttp import web
+
+    from vrlms_edge.app import create_app
+    from vrlms_edge.keys import TLS
+
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, handle_signals=False)
     extending = asyncio.create_task(extend_start_timeout())
@@ -80,7 +86,13 @@ async def serve(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(serve(settings))
+    # One server per data directory; `restore` waits for none to run.
+    try:
+        with inuse.hold(settings.data_dir, "serve"):
+            asyncio.run(serve(settings))
+    except inuse.DataDirInUse as exc:
+        print(f"vrlms-edge: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,29 +8,42 @@ then handed to the one broadcast point, `StateBroadcast.publish`. REST endpoints
 
     create -> idle; start: idle|paused|stopped -> playing; pause: playing -> paused;
     stop: playing|paused -> stopped; launch/seek/attention keep the status (see below).
+
+Around it: sessions as objects (create, lesson plan, schedule, views with the caller's scope)
+and the auto start of scheduled sessions created with `auto_start: true`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
+from vrlms_edge.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.errors import AppError, conflict, forbidden, not_found
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import (
     Class,
+    Enrollment,
     Lesson,
     Role,
     Session,
     SessionLesson,
     SessionRevision,
     SessionStatus,
+    Tenant,
 )
+from vrlms_edge.sync.outbox import enqueue_row
+
+M = TypeVar("M", bound=Tenant)
 
 
 class Action(enum.StrEnum):
@@ -103,6 +116,8 @@ class Change(msgspec.Struct, kw_only=True):
 # Bounds on a lead the teacher asks for explicitly.
 MAX_LEAD_MS = 10_000
 MAX_POSITION_MS = 24 * 3600 * 1000
+# sessions.attention_message is a 500-character column.
+MAX_ATTENTION_MESSAGE: Final = 500
 
 
 def lesson_ref(lesson: Lesson) -> LessonRef:
@@ -231,6 +246,14 @@ async def _apply(db_session: Any, row: Session, change: Change, now_ms: int, lea
     elif action == Action.attention:
         if change.on is None:
             raise AppError(422, "validation_error", "attention needs on: true|false")
+        if change.message is not None and len(change.message) > MAX_ATTENTION_MESSAGE:
+            # The column holds 500 characters; PostgreSQL would refuse more (a 500 otherwise).
+            raise AppError(
+                422,
+                "validation_error",
+                f"message is limited to {MAX_ATTENTION_MESSAGE} characters",
+                detail={"path": "$.message"},
+            )
         row.attention_on = change.on
         row.attention_message = (change.message or None) if change.on else None
 
@@ -243,6 +266,60 @@ def _lead(change: Change, broadcast: StateBroadcast, session_id: str) -> int:
     return broadcast.lead_ms(session_id)
 
 
+Loader = Callable[[AsyncSession], Awaitable[Session]]
+
+
+async def _commit_change(
+    db: Database,
+    clock: ServerClock,
+    broadcast: StateBroadcast,
+    session_id: str,
+    change: Change,
+    load: Loader,
+    actor_id: str | None,
+    *,
+    with_view: bool = False,
+) -> tuple[SessionState, SessionView | None]:
+    lead_ms = _lead(change, broadcast, session_id)
+    async with db.write() as s:
+        row = await load(s)
+        if not db.is_sqlite:
+            # Serialize concurrent commands on one session (SQLite: the write lock does it).
+            await s.refresh(row, with_for_update=True)
+        now_ms = clock.now_ms()
+        await _apply(s, row, change, now_ms, lead_ms)
+        row.rev += 1
+        if row.status == SessionStatus.playing:
+            row.ended_at = None
+            if row.started_at is None:
+                row.started_at = clock.now()
+        if row.status == SessionStatus.stopped:
+            row.ended_at = clock.now()
+        s.add(
+            SessionRevision(
+                org_id=row.org_id,
+                session_id=row.id,
+                rev=row.rev,
+                action=change.action.value,
+                actor_id=actor_id,
+                status=row.status,
+                lesson_id=row.lesson_id,
+                anchor_server_ms=row.anchor_server_ms,
+                anchor_position_ms=row.anchor_position_ms,
+                attention_on=row.attention_on,
+                attention_message=row.attention_message,
+            )
+        )
+        await s.flush()
+        # The org server gets the session's newest state with the same commit.
+        await enqueue_row(s, row)
+        view = await session_view(s, row) if with_view else None
+        state = view.state if view is not None else await state_of(s, row)
+        class_id, org_id = row.class_id, row.org_id
+    broadcast.publish(org_id, class_id, state)
+    return state, view
+
+
 async def change_state(
     db: Database,
     clock: ServerClock,
@@ -252,35 +329,502 @@ async def change_state(
     change: Change,
 ) -> SessionState:
     """Apply one teacher command: new rev, persisted, then published. Raises AppError."""
-    lead_ms = _lead(change, broadcast, session_id)
-    async with db.write() as s:
-        row = await load_controlled_session(s, actor, session_id)
-        if not db.is_sqlite:
-            # Serialize concurrent commands on one session (SQLite: the write lock does it).
-            await s.refresh(row, with_for_update=True)
-        now_ms = clock.now_ms()
-        await _apply(s, row, change, now_ms, lead_ms)
-        row.rev += 1
-        if row.status == SessionStatus.playing and row.started_at is None:
-            row.started_at = clock.now()
-        if row.status == SessionStatus.stopped:
-            row.ended_at = clock.now()
-        s.add(
-            SessionRevision(
-                org_id=row.org_id,
-                session_id=row.id,
-                rev=row.rev,
-                action=change.action.value,
-                actor_id=actor.user_id,
-                status=row.status,
-                lesson_id=row.lesson_id,
-                anchor_server_ms=row.anchor_server_ms,
-                anchor_position_ms=row.anchor_position_ms,
-                attention_on=row.attention_on,
-                attention_message=row.attention_message,
+
+    async def load(s: AsyncSession) -> Session:
+        return await load_controlled_session(s, actor, session_id)
+
+    state, _ = await _commit_change(db, clock, broadcast, session_id, change, load, actor.user_id)
+    return state
+
+
+async def change_session(
+    db: Database,
+    clock: ServerClock,
+    broadcast: StateBroadcast,
+    actor: Principal,
+    session_id: str,
+    change: Change,
+) -> SessionView:
+    """`change_state`, answering the whole session object as of the new rev (REST)."""
+
+    async def load(s: AsyncSession) -> Session:
+        return await load_controlled_session(s, actor, session_id)
+
+    _, view = await _commit_change(
+        db, clock, broadcast, session_id, change, load, actor.user_id, with_view=True
+    )
+    assert view is not None
+    return view
+
+
+# --- sessions as objects: create, lessons, schedule, views ------------------------------------
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str, msgspec.Meta(max_length=512)]
+Title = Annotated[str, msgspec.Meta(max_length=200)]
+# A session holds a lesson plan, not a catalog.
+MAX_SESSION_LESSONS: Final = 200
+
+
+class SessionView(msgspec.Struct, kw_only=True):
+    """The session object of PROTOCOL.md."""
+
+    id: str
+    class_id: str
+    title: str
+    scheduled_start_at: datetime | None
+    scheduled_end_at: datetime | None
+    auto_start: bool
+    lessons: list[LessonRef]
+    state: SessionState
+
+
+class NewSession(msgspec.Struct, kw_only=True):
+    """POST /api/session/create/."""
+
+    class_id: Id
+    title: Title | None = None
+    lesson_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_SESSION_LESSONS)] = []
+    scheduled_start_at: datetime | None = None
+    scheduled_end_at: datetime | None = None
+    # Start by itself at scheduled_start_at (never otherwise).
+    auto_start: bool = False
+
+
+class SessionPatch(msgspec.Struct, kw_only=True):
+    """Changes to a session's title and schedule; absent fields stay, null clears."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    scheduled_start_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    scheduled_end_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    auto_start: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class SessionFilter(msgspec.Struct, kw_only=True):
+    """`GET /api/sessions/` query: a class timetable, a time window, or what comes next."""
+
+    class_id: Id | None = None
+    from_: datetime | None = msgspec.field(default=None, name="from")
+    to: datetime | None = None
+    # Only sessions not yet over and not stopped, soonest first (a student's "next: ...").
+    upcoming: bool = False
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+
+
+def _aware(value: datetime | None, path: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise AppError(
+            422,
+            "validation_error",
+            "times need a timezone (e.g. 2026-03-01T10:15:00Z)",
+            detail={"path": path},
+        )
+    return value
+
+
+def _check_schedule(start: datetime | None, end: datetime | None, auto_start: bool) -> None:
+    if start is not None and end is not None and end <= start:
+        raise AppError(
+            422,
+            "validation_error",
+            "scheduled_end_at must be after scheduled_start_at",
+            detail={"path": "$.scheduled_end_at"},
+        )
+    if auto_start and start is None:
+        raise AppError(
+            422,
+            "validation_error",
+            "auto_start needs scheduled_start_at",
+            detail={"path": "$.auto_start"},
+        )
+
+
+async def _org_row(s: AsyncSession, model: type[M], org_id: str, row_id: str, what: str) -> M:
+    row = await s.get(model, row_id)
+    if row is None or row.org_id != org_id or row.deleted_at is not None:
+        raise not_found(what)
+    return row
+
+
+async def _is_enrolled(s: AsyncSession, class_id: str, user_id: str) -> bool:
+    found = await s.execute(
+        select(Enrollment.id).where(
+            Enrollment.class_id == class_id,
+            Enrollment.user_id == user_id,
+            Enrollment.deleted_at.is_(None),
+        )
+    )
+    return found.first() is not None
+
+
+async def load_visible_class(s: AsyncSession, actor: Principal, class_id: str) -> Class:
+    """A class the actor may see: admin any of the org, teacher their own (else 403),
+    student one they are enrolled in (else 404); another org's -> 404."""
+    klass = await _org_row(s, Class, actor.org_id, class_id, "class")
+    if actor.role == Role.admin:
+        return klass
+    if actor.role == Role.teacher:
+        if klass.teacher_id != actor.user_id:
+            raise forbidden("this class belongs to another teacher", "not_your_class")
+        return klass
+    if not await _is_enrolled(s, klass.id, actor.user_id):
+        raise not_found("class")
+    return klass
+
+
+async def load_visible_session(s: AsyncSession, actor: Principal, session_id: str) -> Session:
+    row = await _org_row(s, Session, actor.org_id, session_id, "session")
+    try:
+        await load_visible_class(s, actor, row.class_id)
+    except AppError as err:
+        if err.status == 404:
+            raise not_found("session") from err
+        raise
+    return row
+
+
+async def session_view(s: AsyncSession, row: Session) -> SessionView:
+    return (await session_views(s, [row]))[0]
+
+
+async def session_views(s: AsyncSession, rows: Sequence[Session]) -> list[SessionView]:
+    """Views of `rows` with their lesson plans (one query for all plans, however many)."""
+    plans: dict[str, list[Lesson]] = {row.id: [] for row in rows}
+    if rows:
+        found = await s.execute(
+            select(SessionLesson.session_id, Lesson)
+            .join(Lesson, SessionLesson.lesson_id == Lesson.id)
+            .where(
+                SessionLesson.session_id.in_(list(plans)),
+                SessionLesson.deleted_at.is_(None),
+            )
+            .order_by(SessionLesson.session_id, SessionLesson.position)
+        )
+        for session_id, lesson in found:
+            plans[session_id].append(lesson)
+    views = []
+    for row in rows:
+        # The state's lesson is normally in the plan (already loaded); else state_of loads it.
+        views.append(
+            SessionView(
+                id=row.id,
+                class_id=row.class_id,
+                title=row.title,
+                scheduled_start_at=row.scheduled_start_at,
+                scheduled_end_at=row.scheduled_end_at,
+                auto_start=row.auto_start,
+                lessons=[lesson_ref(lesson) for lesson in plans[row.id]],
+                state=await state_of(s, row),
             )
         )
-        state = await state_of(s, row)
-        class_id, org_id = row.class_id, row.org_id
-    broadcast.publish(org_id, class_id, state)
-    return state
+    return views
+
+
+async def _org_lessons(s: AsyncSession, org_id: str, lesson_ids: Sequence[str]) -> list[Lesson]:
+    if len(set(lesson_ids)) != len(lesson_ids):
+        raise AppError(
+            422,
+            "validation_error",
+            "a lesson appears twice",
+            detail={"path": "$.lesson_ids"},
+        )
+    return [await _org_row(s, Lesson, org_id, lid, "lesson") for lid in lesson_ids]
+
+
+async def create_session(
+    db: Database, actor: Principal, new: NewSession, *, now: datetime
+) -> SessionView:
+    """A new idle session of a class the actor teaches (admins: any class of the org)."""
+    start = _aware(new.scheduled_start_at, "$.scheduled_start_at")
+    end = _aware(new.scheduled_end_at, "$.scheduled_end_at")
+    _check_schedule(start, end, new.auto_start)
+    async with db.write() as s:
+        klass = await _org_row(s, Class, actor.org_id, new.class_id, "class")
+        if actor.role != Role.admin and klass.teacher_id != actor.user_id:
+            raise forbidden("this class belongs to another teacher", "not_your_class")
+        lessons = await _org_lessons(s, actor.org_id, new.lesson_ids)
+        row = Session(
+            org_id=actor.org_id,
+            class_id=klass.id,
+            title=new.title if new.title is not None else (lessons[0].title if lessons else ""),
+            created_by=actor.user_id,
+            scheduled_start_at=start,
+            scheduled_end_at=end,
+            auto_start=new.auto_start,
+            status=SessionStatus.idle,
+            rev=0,
+            anchor_server_ms=0,
+            anchor_position_ms=0,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(row)
+        await s.flush()
+        for position, lesson in enumerate(lessons):
+            s.add(
+                SessionLesson(
+                    org_id=actor.org_id, session_id=row.id, lesson_id=lesson.id, position=position
+                )
+            )
+        await s.flush()
+        return await session_view(s, row)
+
+
+async def add_lesson(
+    db: Database, actor: Principal, session_id: str, lesson_id: str
+) -> SessionView:
+    """Append a lesson to the session's plan (already there: unchanged)."""
+    async with db.write() as s:
+        row = await load_controlled_session(s, actor, session_id)
+        lesson = await _org_row(s, Lesson, actor.org_id, lesson_id, "lesson")
+        links = list(
+            (
+                await s.execute(select(SessionLesson).where(SessionLesson.session_id == row.id))
+            ).scalars()
+        )
+        live = [link for link in links if link.deleted_at is None]
+        existing = next((link for link in links if link.lesson_id == lesson.id), None)
+        if existing is None or existing.deleted_at is not None:
+            if len(live) >= MAX_SESSION_LESSONS:
+                raise conflict("too_many_lessons", f"a session holds {MAX_SESSION_LESSONS} lessons")
+            position = max((link.position for link in live), default=-1) + 1
+            if existing is None:
+                s.add(
+                    SessionLesson(
+                        org_id=row.org_id,
+                        session_id=row.id,
+                        lesson_id=lesson.id,
+                        position=position,
+                    )
+                )
+            else:
+                existing.deleted_at = None
+                existing.position = position
+            await s.flush()
+        return await session_view(s, row)
+
+
+async def remove_lesson(
+    db: Database, actor: Principal, session_id: str, lesson_id: str, *, now: datetime
+) -> SessionView:
+    """Take a lesson out of the plan (not the one the session is on while it runs)."""
+    async with db.write() as s:
+        row = await load_controlled_session(s, actor, session_id)
+        link = (
+            await s.execute(
+                select(SessionLesson).where(
+                    SessionLesson.session_id == row.id,
+                    SessionLesson.lesson_id == lesson_id,
+                    SessionLesson.deleted_at.is_(None),
+                )
+            )
+        ).scalar_one_or_none()
+        if link is None:
+            raise not_found("lesson in this session")
+        live = row.status in (SessionStatus.playing, SessionStatus.paused)
+        if live and row.lesson_id == lesson_id:
+            raise conflict("lesson_in_use", "stop the session or launch another lesson first")
+        link.deleted_at = now
+        await s.flush()
+        return await session_view(s, row)
+
+
+async def reorder_lessons(
+    db: Database, actor: Principal, session_id: str, lesson_ids: Sequence[str]
+) -> SessionView:
+    """Put the session's lessons in the given order (exactly the lessons it holds)."""
+    async with db.write() as s:
+        row = await load_controlled_session(s, actor, session_id)
+        links = list(
+            (
+                await s.execute(
+                    select(SessionLesson).where(
+                        SessionLesson.session_id == row.id, SessionLesson.deleted_at.is_(None)
+                    )
+                )
+            ).scalars()
+        )
+        by_lesson = {link.lesson_id: link for link in links}
+        if len(lesson_ids) != len(set(lesson_ids)) or set(lesson_ids) != set(by_lesson):
+            raise AppError(
+                422,
+                "validation_error",
+                "lesson_ids must list each lesson of the session exactly once",
+                detail={"path": "$.lesson_ids"},
+            )
+        for position, lid in enumerate(lesson_ids):
+            by_lesson[lid].position = position
+        await s.flush()
+        return await session_view(s, row)
+
+
+async def update_session(
+    db: Database, actor: Principal, session_id: str, patch: SessionPatch
+) -> SessionView:
+    """Change title, schedule or auto_start of a session."""
+    async with db.write() as s:
+        row = await load_controlled_session(s, actor, session_id)
+        if not isinstance(patch.title, msgspec.UnsetType):
+            row.title = patch.title
+        if not isinstance(patch.scheduled_start_at, msgspec.UnsetType):
+            row.scheduled_start_at = _aware(patch.scheduled_start_at, "$.scheduled_start_at")
+        if not isinstance(patch.scheduled_end_at, msgspec.UnsetType):
+            row.scheduled_end_at = _aware(patch.scheduled_end_at, "$.scheduled_end_at")
+        if not isinstance(patch.auto_start, msgspec.UnsetType):
+            row.auto_start = patch.auto_start
+        _check_schedule(row.scheduled_start_at, row.scheduled_end_at, row.auto_start)
+        await s.flush()
+        return await session_view(s, row)
+
+
+async def get_session(db: Database, actor: Principal, session_id: str) -> SessionView:
+    async with db.read() as s:
+        return await session_view(s, await load_visible_session(s, actor, session_id))
+
+
+def _cursor_time(value: str | int) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise AppError(422, "bad_cursor", "cursor is not one this list handed out")
+    return parsed
+
+
+def _start_key() -> ColumnElement[datetime]:
+    return func.coalesce(Session.scheduled_start_at, Session.created_at)
+
+
+async def list_sessions(
+    db: Database, actor: Principal, query: SessionFilter, *, now: datetime
+) -> tuple[list[SessionView], str | None]:
+    """The sessions the actor may see, by (scheduled) start time: teachers their classes',
+    students their enrolled classes', admins the org's."""
+    start_from = _aware(query.from_, "from")
+    start_to = _aware(query.to, "to")
+    async with db.read() as s:
+        stmt = select(Session).where(Session.org_id == actor.org_id, Session.deleted_at.is_(None))
+        if query.class_id is not None:
+            klass = await load_visible_class(s, actor, query.class_id)
+            stmt = stmt.where(Session.class_id == klass.id)
+        elif actor.role == Role.teacher:
+            stmt = stmt.where(
+                Session.class_id.in_(select(Class.id).where(Class.teacher_id == actor.user_id))
+            )
+        elif actor.role == Role.student:
+            stmt = stmt.where(
+                Session.class_id.in_(
+                    select(Enrollment.class_id).where(
+                        Enrollment.user_id == actor.user_id, Enrollment.deleted_at.is_(None)
+                    )
+                )
+            )
+        key = _start_key()
+        if start_from is not None:
+            stmt = stmt.where(key >= start_from)
+        if start_to is not None:
+            stmt = stmt.where(key < start_to)
+        if query.upcoming:
+            stmt = stmt.where(
+                Session.scheduled_start_at.is_not(None),
+                Session.status != SessionStatus.stopped,
+                func.coalesce(Session.scheduled_end_at, Session.scheduled_start_at) >= now,
+            )
+        after = decode_cursor(query.cursor, 2)
+        if after is not None:
+            stmt = stmt.where(tuple_(key, Session.id) > tuple_(_cursor_time(after[0]), after[1]))
+        rows = list(
+            (await s.execute(stmt.order_by(key, Session.id).limit(query.limit + 1))).scalars()
+        )
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            started = last.scheduled_start_at or last.created_at
+            next_cursor = encode_cursor(started.isoformat(), last.id)
+        return await session_views(s, rows), next_cursor
+
+
+async def class_timetable(
+    db: Database, actor: Principal, class_id: str
+) -> tuple[Class, list[SessionView]]:
+    """A class and its scheduled sessions (for the iCalendar feed)."""
+    async with db.read() as s:
+        klass = await load_visible_class(s, actor, class_id)
+        rows = (
+            await s.execute(
+                select(Session)
+                .where(
+                    Session.class_id == klass.id,
+                    Session.deleted_at.is_(None),
+                    Session.scheduled_start_at.is_not(None),
+                )
+                .order_by(Session.scheduled_start_at, Session.id)
+            )
+        ).scalars()
+        return klass, await session_views(s, list(rows))
+
+
+# --- auto start --------------------------------------------------------------------------------
+
+
+async def due_auto_starts(db: Database, *, now: datetime, grace_s: int) -> list[str]:
+    """Ids of idle auto_start sessions whose start time has come and whose window is open
+    (until scheduled_end_at, or `grace_s` after the start when there is no end)."""
+    async with db.read() as s:
+        rows = (
+            await s.execute(
+                select(Session).where(
+                    Session.auto_start.is_(True),
+                    Session.status == SessionStatus.idle,
+                    Session.deleted_at.is_(None),
+                    Session.scheduled_start_at.is_not(None),
+                    Session.scheduled_start_at <= now,
+                )
+            )
+        ).scalars()
+        due = []
+        for row in rows:
+            assert row.scheduled_start_at is not None
+            closes = row.scheduled_end_at or row.scheduled_start_at + timedelta(seconds=grace_s)
+            if closes > now:
+                due.append(row.id)
+        return due
+
+
+async def auto_start(
+    db: Database, clock: ServerClock, broadcast: StateBroadcast, session_id: str, *, grace_s: int
+) -> SessionState | None:
+    """Start one due auto_start session as the box itself (no actor); None if it is no longer
+    due (a teacher started it, or changed its schedule, meanwhile)."""
+    now = clock.now()
+
+    async def load(s: AsyncSession) -> Session:
+        row = await s.get(Session, session_id)
+        if row is None or row.deleted_at is not None:
+            raise not_found("session")
+        start = row.scheduled_start_at
+        closes = row.scheduled_end_at or (start + timedelta(seconds=grace_s) if start else None)
+        due = (
+            row.auto_start
+            and row.status == SessionStatus.idle
+            and start is not None
+            and closes is not None
+            and start <= now < closes
+        )
+        if not due:
+            raise conflict("not_due", "session is no longer due to start")
+        return row
+
+    try:
+        state, _ = await _commit_change(
+            db, clock, broadcast, session_id, Change(action=Action.play), load, None
+        )
+        return state
+    except AppError as err:
+        if err.code in ("not_due", "not_found"):
+            return None
+        raise

@@ -55,7 +55,7 @@ async def resolve_token(db: Database, token: str, *, now: datetime) -> Principal
         ).first()
     if found is None:
         return None
-    row, user = found.tuple()
+    row, user = found
     if row.revoked_at is not None or row.expires_at <= now:
         return None
     if user.disabled or user.deleted_at is not None:

@@ -313,6 +313,8 @@ class Result(Tenant, Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     score: Mapped[float | None] = mapped_column(Float, default=None)
     time_spent_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Headset time of the newest event counted into time_spent_ms (gaps add up from here).
+    last_event_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 # --- auth ---------------------------------------------------------------------------------
@@ -427,3 +429,16 @@ class SyncNonce(Base):
     box_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class SyncReceipt(Base):
+    """Org server: the highest version of each box-authored object it stores, so a late
+    retry carrying an older version never overwrites a newer one."""
+
+    __tablename__ = "sync_receipts"
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    box_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

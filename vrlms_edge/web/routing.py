@@ -48,6 +48,8 @@ class ApiRoute:
     # Extra documented error statuses beyond the ones every authenticated route has.
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    # Also accept the token as `?token=` (feeds that calendar apps subscribe to).
+    token_in_query: bool = False
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ class ApiRegistry:
         status: int = 200,
         errors: tuple[int, ...] = (),
         content_type: str = "application/json",
+        token_in_query: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -84,6 +87,7 @@ class ApiRegistry:
                     status=status,
                     errors=errors,
                     content_type=content_type,
+                    token_in_query=token_in_query,
                 )
             )
             return handler
@@ -101,7 +105,8 @@ def _guarded(route: ApiRoute) -> Handler:
     roles = route.roles
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        principal = await authenticate(request)
+        query_token = request.query.get("token") if route.token_in_query else None
+        principal = await authenticate(request, query_token)
         if principal.role not in roles:
             raise AppError(403, "forbidden", "your role may not call this endpoint")
         return await route.handler(request)

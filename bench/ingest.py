@@ -1,0 +1,352 @@
+"""Benchmark: durable interaction events per second with acknowledgements, and ack latency.
+
+Starts the real `vrlms-edge serve` on 127.0.0.1 (a fresh data directory per run, SQLite at
+synchronous NORMAL or FULL), seeds an org with N students, their headsets and a playing
+session, then drives N simulated headsets from client worker processes:
+
+- `ws`   : each headset holds a WebSocket and sends `event` frames at --rate per second (the
+           box closes a connection above 100 frames/s, so this is an open-loop load below
+           that), and records every `event_ack`; an event counts once its seq is acknowledged;
+- `rest` : each headset uploads --batch events per POST /api/events/ in a closed loop (the
+           offline-upload path; not rate-limited, so it shows what the writer can do).
+
+Every loop is bounded: --seconds of sending, then at most DRAIN_S to collect the last acks.
+Reported: acknowledged (= durable) events per second over the whole run, and the latency from
+sending an event to receiving the ack that covers it (p50/p99).
+
+    .venv/bin/python bench/ingest.py                       # 30 and 300 headsets, NORMAL and FULL
+    .venv/bin/python bench/ingest.py --headsets 300 --sync FULL --seconds 10 --mode ws
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+
+from vrlms_edge.domain.tokens import issue_token
+from vrlms_edge.store.db import Database
+from vrlms_edge.store.models import (
+    Class,
+    Course,
+    Device,
+    DeviceStatus,
+    Enrollment,
+    Lesson,
+    Module,
+    Org,
+    Role,
+    Session,
+    SessionLesson,
+    SessionStatus,
+    User,
+    new_id,
+)
+
+# After the sending phase, acks of the last events still in flight are awaited this long.
+DRAIN_S: Final = 10.0
+# Every this many events, one is a `progress` event (it updates a Result row in the batch).
+PROGRESS_EVERY: Final = 50
+# Pacing tick of a WebSocket headset: events of one tick are sent together.
+TICK_S: Final = 0.02
+
+
+@dataclass
+class Seeded:
+    tokens: list[str]
+    device_ids: list[str]
+    lesson_id: str
+
+
+async def seed(db: Database, headsets: int) -> Seeded:
+    now = datetime.now(UTC)
+    org = Org(id=new_id(), slug="bench", name="Bench")
+    teacher = User(
+        id=new_id(), org_id=org.id, role=Role.teacher, nickname="teacher", display_name="T"
+    )
+    course = Course(id=new_id(), org_id=org.id, title="Bench")
+    module = Module(id=new_id(), org_id=org.id, course_id=course.id, title="Bench")
+    lesson = Lesson(
+        id=new_id(), org_id=org.id, module_id=module.id, title="L", apk_package="com.example"
+    )
+    klass = Class(id=new_id(), org_id=org.id, name="Bench", teacher_id=teacher.id)
+    session = Session(
+        id=new_id(),
+        org_id=org.id,
+        class_id=klass.id,
+        status=SessionStatus.playing,
+        lesson_id=lesson.id,
+        rev=1,
+        started_at=now - timedelta(minutes=1),
+    )
+    students = [
+        User(id=new_id(), org_id=org.id, role=Role.student, nickname=f"s{i:03d}", display_name="S")
+        for i in range(headsets)
+    ]
+    devices = [
+        Device(
+            id=new_id(),
+            org_id=org.id,
+            device_id=f"hs-{i:03d}",
+            status=DeviceStatus.approved,
+            bound_user_id=u.id,
+        )
+        for i, u in enumerate(students)
+    ]
+    async with db.write() as s:
+        for batch in ([org], [teacher, course], [module, klass], [lesson, session]):
+            s.add_all(batch)
+            await s.flush()
+        s.add(SessionLesson(org_id=org.id, session_id=session.id, lesson_id=lesson.id))
+        s.add_all(students)
+        await s.flush()
+        s.add_all(devices)
+        s.add_all(Enrollment(org_id=org.id, class_id=klass.id, user_id=u.id) for u in students)
+    tokens = []
+    for user, device in zip(students, devices, strict=True):
+        token, _ = await issue_token(db, user, now=now, ttl_s=3600, device_pk=device.id)
+        tokens.append(token)
+    return Seeded(tokens=tokens, device_ids=[d.device_id for d in devices], lesson_id=lesson.id)
+
+
+@dataclass
+class Outcome:
+    acked: int
+    latencies: list[float]
+    first_send: float
+    last_ack: float
+
+
+def _event_text(stream: str, seq: int, t_ms: int, lesson_id: str) -> str:
+    if seq % PROGRESS_EVERY == 0:
+        data = f'{{"progress":{min(1.0, seq / 100_000):.3f}}}'
+        kind = "progress"
+    else:
+        data = f'{{"target":"obj-{seq % 11}","yaw":{seq % 360 - 180},"pitch":{seq % 60}}}'
+        kind = "gaze"
+    return (
+        f'{{"type":"event","stream":"{stream}","seq":{seq},"kind":"{kind}",'
+        f'"t_ms":{t_ms},"lesson_id":"{lesson_id}","data":{data}}}'
+    )
+
+
+async def ws_headset(
+    http: aiohttp.ClientSession, url: str, token: str, stream: str, lesson_id: str, args: Args
+) -> Outcome:
+    sent_at: list[float] = [0.0]
+    latencies: list[float] = []
+    acked = 0
+    last_ack = 0.0
+    async with http.ws_connect(f"{url}/websocket/?token={token}", max_msg_size=0) as ws:
+        await ws.receive()  # welcome
+
+        async def read() -> None:
+            nonlocal acked, last_ack
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+                if '"event_ack"' not in msg.data:
+                    continue
+                seq = int(msg.data.rsplit('"seq":', 1)[1].rstrip("}"))
+                now = time.monotonic()
+                for n in range(acked + 1, seq + 1):
+                    latencies.append(now - sent_at[n])
+                acked = max(acked, seq)
+                last_ack = now
+
+        reader = asyncio.create_task(read())
+        first = time.monotonic()
+        seq = 0
+        per_tick = args.rate * TICK_S
+        due = 0.0
+        t_ms = int(time.time() * 1000)
+        while time.monotonic() - first < args.seconds and not reader.done():
+            due += per_tick
+            while seq < int(due):
+                seq += 1
+                sent_at.append(time.monotonic())
+                await ws.send_str(_event_text(stream, seq, t_ms, lesson_id))
+            t_ms += int(TICK_S * 1000)
+            await asyncio.sleep(max(0.0, first + (due / args.rate) - time.monotonic()))
+        deadline = time.monotonic() + DRAIN_S
+        while acked < seq and time.monotonic() < deadline and not reader.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        reader.cancel()
+        if ws.close_code is not None:
+            print(f"{stream}: closed {ws.close_code} after {seq} sent, {acked} acked", flush=True)
+    return Outcome(acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
+
+
+async def rest_headset(
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    device_id: str,
+    stream: str,
+    lesson_id: str,
+    args: Args,
+) -> Outcome:
+    latencies: list[float] = []
+    acked = 0
+    last_ack = 0.0
+    seq = 0
+    first = time.monotonic()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    t_ms = int(time.time() * 1000)
+    while time.monotonic() - first < args.seconds:
+        events = ",".join(
+            _event_text(stream, seq + i + 1, t_ms, lesson_id).replace('"type":"event",', "")
+            for i in range(args.batch)
+        )
+        body = f'{{"device_id":"{device_id}","stream":"{stream}","events":[{events}]}}'
+        started = time.monotonic()
+        async with http.post(f"{url}/api/events/", data=body, headers=headers) as resp:
+            answer = await resp.json()
+        now = time.monotonic()
+        if resp.status != 200:
+            raise RuntimeError(f"upload refused: {resp.status} {answer}")
+        seq += args.batch
+        new = answer["acked"][stream] - acked
+        latencies.extend([now - started] * new)
+        acked = answer["acked"][stream]
+        last_ack = now
+    return Outcome(acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
+
+
+async def _worker(
+    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args
+) -> list[Outcome]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        if args.mode == "ws":
+            runs = [ws_headset(http, url, tok, stream, lesson_id, args) for tok, _, stream in jobs]
+        else:
+            runs = [
+                rest_headset(http, url, tok, dev, stream, lesson_id, args)
+                for tok, dev, stream in jobs
+            ]
+        return list(await asyncio.gather(*runs))
+
+
+def worker(url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args) -> list[Outcome]:
+    return asyncio.run(_worker(url, jobs, lesson_id, args))
+
+
+@dataclass
+class Args:
+    mode: str
+    seconds: float
+    rate: float
+    batch: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="vrlms-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VRLMS_")}
+        env.update(
+            VRLMS_MDNS="off",
+            VRLMS_MDNS_INTERFACES="127.0.0.1",
+            VRLMS_SQLITE_SYNCHRONOUS=sync,
+            VRLMS_LOG_LEVEL="WARNING",
+        )
+        cmd = [sys.executable, "-m", "vrlms_edge", "--data-dir", str(data_dir), "serve"]
+        proc = subprocess.Popen(
+            [*cmd, "--host", "127.0.0.1", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"serve did not start: {line!r}")
+            url = line.split()[-1]
+            db = Database(f"sqlite+aiosqlite:///{(data_dir / 'vrlms.sqlite3').resolve()}")
+
+            async def seeding() -> Seeded:
+                try:
+                    return await seed(db, headsets)
+                finally:
+                    await db.dispose()
+
+            seeded = asyncio.run(seeding())
+            jobs = [
+                (tok, dev, f"bench-{i}")
+                for i, (tok, dev) in enumerate(zip(seeded.tokens, seeded.device_ids, strict=True))
+            ]
+            shares = [jobs[i::workers] for i in range(workers)]
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers) as pool:
+                parts = pool.starmap(
+                    worker, [(url, share, seeded.lesson_id, args) for share in shares if share]
+                )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    outcomes = [o for part in parts for o in part]
+    acked = sum(o.acked for o in outcomes)
+    start = min(o.first_send for o in outcomes)
+    end = max(o.last_ack for o in outcomes)
+    latencies = [x for o in outcomes for x in o.latencies]
+    return {
+        "acked": acked,
+        "events_per_s": acked / (end - start) if end > start else 0.0,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--headsets", default="30,300", help="comma list (default 30,300)")
+    parser.add_argument("--sync", default="NORMAL,FULL", help="comma list of NORMAL/FULL")
+    parser.add_argument("--mode", choices=("ws", "rest"), default="ws")
+    parser.add_argument("--seconds", type=float, default=8.0, help="sending time per run")
+    parser.add_argument(
+        "--rate", type=float, default=90.0, help="ws: events/s per headset (box limit: 100)"
+    )
+    parser.add_argument("--batch", type=int, default=500, help="rest: events per upload")
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    opts = parser.parse_args()
+    args = Args(mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch)
+    print(
+        f"mode={args.mode} seconds={args.seconds:g} "
+        + (f"rate={args.rate:g}/s per headset" if args.mode == "ws" else f"batch={args.batch}")
+    )
+    print(f"{'headsets':>8} {'sync':>6} {'acked':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for sync in opts.sync.split(","):
+        for headsets in (int(h) for h in opts.headsets.split(",")):
+            r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers))
+            print(
+                f"{headsets:>8} {sync:>6} {int(r['acked']):>9} {r['events_per_s']:>10.0f}"
+                f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,485 @@
+"""The benchmark runner behind `make bench`: starts each target in turn (the box, the Django
+Channels peer with the InMemory and the redis channel layer, the bare aiohttp floor), drives
+it with bench/loadgen.py, and writes bench/results/<date>.json, bench/results/<date>.md and
+the README's Benchmarks table.
+
+    python -m bench.run            # quick: under 5 minutes
+    python -m bench.run --full     # the whole matrix of issue 11
+    python -m bench.run --only box,floor --sizes 30,100
+
+Every server is started here on a free loopback port and stopped before the next one starts,
+so targets never compete with each other; the generator shares the machine's cores with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, report
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEER_DIR = BENCH / "peer"
+PEER_VENV = BENCH / ".venv-peer"
+PEER_PACKAGES = ["django", "channels", "daphne", "channels-redis"]
+RESULTS = BENCH / "results"
+START_TIMEOUT_S = 60.0
+TARGETS = ("box", "peer-memory", "peer-redis", "floor")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.args} did not listen on {port} within {timeout} s")
+
+
+def read_listening(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S) -> int:
+    """Port from the `listening on http://HOST:PORT` line our servers print when ready."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{proc.args} exited before listening ({proc.poll()})")
+        found = re.search(r"listening on http://[^:]+:(\d+)", line)
+        if found:
+            return int(found.group(1))
+    raise RuntimeError(f"{proc.args} did not announce its port")
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(cmd, text=True, start_new_session=True, **kw)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def ensure_peer_venv() -> Path:
+    """bench/.venv-peer with the peer's packages from PyPI: never the product's venv."""
+    python = PEER_VENV / "bin" / "python"
+    if not (PEER_VENV / "bin" / "daphne").exists():
+        venv.create(PEER_VENV, with_pip=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True, timeout=600
+        )
+    return python
+
+
+def versions(python: Path) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json;"
+        "print(json.dumps({p: m.version(p) for p in ['django','channels','daphne',"
+        "'channels-redis','twisted']}))"
+    )
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+# ---------------------------------------------------------------- targets
+
+
+@contextlib.contextmanager
+def box_target(students: int, workdir: Path) -> Iterator[dict[str, Any]]:
+    data = workdir / "box"
+    setup = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.box_setup",
+            "--data-dir",
+            str(data),
+            "--students",
+            str(students),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    made = json.loads(setup.stdout)
+    env = {**os.environ, "VRLMS_MDNS": "off", "VRLMS_LOG_LEVEL": "WARNING"}
+    exe = shutil.which("vrlms-edge", path=str(Path(sys.executable).parent)) or "vrlms-edge"
+    cmd = [exe, "--data-dir", str(data), "serve", "--host", "127.0.0.1", "--port", "0"]
+    with running(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE) as proc:
+        port = read_listening(proc)
+        base = f"ws://127.0.0.1:{port}/websocket/?token="
+        yield {
+            "name": "box",
+            "session_id": made["session_id"],
+            "teacher_url": base + made["teacher_token"],
+            "headset_urls": [base + t for t in made["student_tokens"]],
+            "pids": {"server": proc.pid},
+            "port": port,
+            "stall_bound": "ws_send_stall_s after the socket fills, or silence for 2 x heartbeat_s",
+        }
+
+
+@contextlib.contextmanager
+def peer_target(students: int, workdir: Path, layer: str) -> Iterator[dict[str, Any]]:
+    python = ensure_peer_venv()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "peer_site.settings",
+        "PEER_DB": str(workdir / f"peer-{layer}.sqlite3"),
+        "PEER_LAYER": layer,
+        "PYTHONPATH": str(PEER_DIR),
+    }
+    with contextlib.ExitStack() as stack:
+        pids: dict[str, int] = {}
+        if layer == "redis":
+            redis_port = free_port()
+            env["PEER_REDIS_PORT"] = str(redis_port)
+            redis = stack.enter_context(
+                running(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        str(workdir),
+                        "--save",
+                        "",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            wait_port(redis_port, redis)
+            pids["redis"] = redis.pid
+        manage = [str(python), str(PEER_DIR / "manage.py")]
+        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=300)
+        setup = subprocess.run(
+            [*manage, "bench_setup", "--students", str(students)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        made = json.loads(setup.stdout)
+        port = free_port()
+        daphne = stack.enter_context(
+            running(
+                [
+                    str(python),
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "peer_site.asgi:application",
+                ],
+                cwd=PEER_DIR,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        wait_port(port, daphne)
+        pids["server"] = daphne.pid
+        base = f"ws://127.0.0.1:{port}/ws/session/{made['session_id']}/?token="
+        yield {
+            "name": f"peer-{layer}",
+            "session_id": made["session_id"],
+            "teacher_url": base + made["teacher_token"],
+            "headset_urls": [base + t for t in made["student_tokens"]],
+            "pids": pids,
+            "port": port,
+        }
+
+
+@contextlib.contextmanager
+def floor_target(students: int, workdir: Path) -> Iterator[dict[str, Any]]:
+    cmd = [sys.executable, str(BENCH / "floor.py"), "--port", "0"]
+    with running(cmd, stdout=subprocess.PIPE) as proc:
+        port = read_listening(proc)
+        base = f"ws://127.0.0.1:{port}/ws/session/floor/?token="
+        yield {
+            "name": "floor",
+            "session_id": "floor",
+            "teacher_url": base + "teacher",
+            "headset_urls": [base + f"h{i}" for i in range(students)],
+            "pids": {"server": proc.pid},
+            "port": port,
+        }
+
+
+@contextlib.contextmanager
+def delay_proxy(port: int) -> Iterator[int]:
+    cmd = [sys.executable, str(BENCH / "delayproxy.py"), "--target", f"127.0.0.1:{port}"]
+    with running(cmd, stdout=subprocess.PIPE) as proc:
+        yield read_listening(proc)
+
+
+def start_target(name: str, students: int, workdir: Path) -> Any:
+    if name == "box":
+        return box_target(students, workdir)
+    if name == "floor":
+        return floor_target(students, workdir)
+    return peer_target(students, workdir, name.removeprefix("peer-"))
+
+
+# ---------------------------------------------------------------- the matrix
+
+
+def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
+    """What each workload runs; quick trims counts so the whole run stays under 5 minutes."""
+    return {
+        "sizes": sizes or [30, 100, 300, 1000],
+        "commands": 100 if full else 50,
+        "commands_1000": 100 if full else 40,
+        "rate": 20.0,
+        "capacity_n": 300,
+        "capacity_rates": [5, 10, 20, 40, 80, 160] if full else [10, 20, 40, 80],
+        "capacity_step_s": 2.0 if full else 1.0,
+        "w3_commands": 60 if full else 30,
+        "w4_commands": 100 if full else 60,
+        "w5_n": 300,
+        "w6_n": 30,
+        "w6_trials": 10 if full else 3,
+        # Workloads beyond W1 per target in quick mode: ours and the peer as most deploy it.
+        "extras": TARGETS if full else ("box", "peer-memory"),
+    }
+
+
+def settle(target: dict[str, Any], limit_s: float = 20.0) -> float:
+    """Wait until the server is idle (< 10 % of a core over 0.5 s) so one workload's backlog
+    does not bleed into the next; bounded. Returns the seconds waited."""
+    t0 = time.monotonic()
+    pid = target["pids"]["server"]
+    while time.monotonic() - t0 < limit_s:
+        before = loadgen.cpu_seconds(pid)
+        time.sleep(0.5)
+        if loadgen.cpu_seconds(pid) - before < 0.05:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
+def procs_for(n: int) -> int:
+    """Generator processes: one is enough for a class; two share bigger loads (2 cores)."""
+    return 1 if n <= 100 else 2
+
+
+def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"w1": {}}
+    students = max(p["sizes"] + [p["w5_n"], p["w6_n"]]) + 2
+    t0 = time.monotonic()
+    with start_target(name, students, workdir) as target:
+        time.sleep(0.5)
+        pid = target["pids"]["server"]
+        out["rss_idle_mb"] = round(loadgen.rss_mb(pid), 1)
+        log(f"{name}: up, RSS {out['rss_idle_mb']} MB")
+        for n in p["sizes"]:
+            cmds = p["commands_1000"] if n >= 1000 else p["commands"]
+            opts: dict[str, Any] = {"commands": cmds, "rate": p["rate"]}
+            if n == p["capacity_n"]:
+                opts.update(
+                    capacity_rates=p["capacity_rates"], capacity_step_s=p["capacity_step_s"]
+                )
+            settle(target)
+            r = loadgen.run_workload(target, "w1", n, procs_for(n), **opts)
+            out["w1"][str(n)] = r
+            f = r["fanout"]
+            log(
+                f"{name} W1 n={n}: p50 {f['p50_ms']} p99 {f['p99_ms']} max {f['max_ms']} ms, "
+                f"lost {f['lost']}, cpu {f['cpu_s']}"
+            )
+        if name in p["extras"]:
+            out.setdefault("settle_s", []).append(settle(target))
+            out["w3"] = loadgen.run_workload(
+                target, "w3", 30, 1, commands=p["w3_commands"], rate=10.0
+            )
+            log(f"{name} W3: p99 {out['w3']['p99_ms']} ms")
+            cutoff_wait = 25.0 if name == "box" else 2.0
+            out.setdefault("settle_s", []).append(settle(target))
+            out["w4"] = loadgen.run_workload(
+                target,
+                "w4",
+                30,
+                1,
+                commands=p["w4_commands"],
+                rate=p["rate"],
+                cutoff_wait_s=cutoff_wait,
+            )
+            log(f"{name} W4: p99 {out['w4']['p99_ms']} cut {out['w4']['stalled_cut_off_after_s']}")
+            out.setdefault("settle_s", []).append(settle(target))
+            out["w5"] = loadgen.run_workload(target, "w5", p["w5_n"], procs_for(p["w5_n"]))
+            log(f"{name} W5: all have state after {out['w5']['all_have_state_s']} s")
+            out.setdefault("settle_s", []).append(settle(target))
+            out["w6"] = loadgen.run_workload(target, "w6", p["w6_n"], 1, trials=p["w6_trials"])
+            with delay_proxy(target["port"]) as proxy_port:
+                out["w6_proxy"] = loadgen.run_workload(
+                    target,
+                    "w6",
+                    p["w6_n"],
+                    1,
+                    trials=p["w6_trials"],
+                    proxy_port=proxy_port,
+                    settle_s=1.5,
+                )
+            log(
+                f"{name} W6: skew p99 {out['w6']['skew_p99_ms']} ms loopback, "
+                f"{out['w6_proxy']['skew_p99_ms']} ms via jitter proxy"
+            )
+    out["wall_s"] = round(time.monotonic() - t0, 1)
+    return out
+
+
+def run_ingest(full: bool, log: Any) -> dict[str, Any] | None:
+    """W2 belongs to bench/ingest.py (the tracking helper's); run it if it is there and read
+    its table rows: `headsets sync acked events/s p50_ms p99_ms`."""
+    script = BENCH / "ingest.py"
+    if not script.exists():
+        return None
+    cmd = [sys.executable, str(script), "--headsets", "300", "--sync", "NORMAL,FULL"]
+    cmd += [] if full else ["--seconds", "4"]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"error": "bench/ingest.py took longer than 300 s"}
+    out: dict[str, Any] = {"command": " ".join(cmd[1:]), "stdout": done.stdout[-3000:]}
+    if done.returncode != 0:
+        log(f"W2 ingest failed: {done.stderr[-500:]}")
+        out["error"] = done.stderr[-2000:]
+    row = re.compile(r"^\s*(\d+)\s+(NORMAL|FULL)\s+(\d+)\s+([\d.]+)\s+([\d.na]+)\s+([\d.na]+)")
+    for line in done.stdout.splitlines():
+        m = row.match(line)
+        if m:
+            out[m.group(2).lower()] = {
+                "headsets": int(m.group(1)),
+                "acked": int(m.group(3)),
+                "events_per_s": float(m.group(4)),
+                "p50_ms": float(m.group(5)),
+                "p99_ms": float(m.group(6)),
+            }
+    for key in ("normal", "full"):
+        if key in out:
+            log(f"W2 {key}: {out[key]['events_per_s']:.0f} events/s, p99 {out[key]['p99_ms']} ms")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    others = 0
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "R":
+                    others += 1
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "runnable_processes": others,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def git_commit() -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "vrlms_edge"], cwd=ROOT, capture_output=True, text=True
+    )
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the whole matrix (longer)")
+    parser.add_argument("--only", help=f"comma list of targets ({', '.join(TARGETS)})")
+    parser.add_argument("--sizes", help="comma list of W1 sizes (default 30,100,300,1000)")
+    parser.add_argument("--w1-only", action="store_true", help="skip W3-W6 (trials)")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
+    names = args.only.split(",") if args.only else list(TARGETS)
+    p = plan(args.full, sizes)
+    if args.w1_only:
+        p["extras"] = ()
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+
+    now = dt.datetime.now(dt.UTC)
+    results: dict[str, Any] = {
+        "date": now.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+        "mode": "full" if args.full else "quick",
+        "plan": p,
+        "machine_before": machine(),
+        "peer_versions": versions(PEER_VENV / "bin" / "python") if PEER_VENV.exists() else {},
+        "targets": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="vrlms-bench-") as tmp:
+        for name in names:
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            try:
+                results["targets"][name] = bench_target(name, p, workdir, log)
+            except Exception as exc:  # one target failing must not lose the others' figures
+                log(f"{name} FAILED: {exc!r}")
+                results["targets"][name] = {"error": repr(exc)}
+    if "peer-memory" in names and not results["peer_versions"]:
+        results["peer_versions"] = versions(PEER_VENV / "bin" / "python")
+    results["w2_ingest"] = run_ingest(args.full, log)
+    results["machine_after"] = machine()
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = now.strftime("%Y-%m-%dT%H%M")
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = report.markdown(results)
+    (args.out / f"{stem}.md").write_text(table)
+    if not args.no_readme:
+        report.update_readme(ROOT / "README.md", table, f"bench/results/{stem}.md")
+    print(table)
+    log(f"wrote {args.out / stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The org server role: many orgs, enrollment, roster/catalog authoring, results intake."""

@@ -1,0 +1,1 @@
+"""The reference headset client and the class simulator."""

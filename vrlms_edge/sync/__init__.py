@@ -1,0 +1,1 @@
+"""Box side of sync with the org server: identity, signing, outbox, pull/push worker."""

@@ -1,0 +1,126 @@
+"""The outbox: what this box authored that the org server has not yet confirmed.
+
+One row per object (entity, entity_id). A newer change of the same object replaces the payload
+and takes a new `version` from a box-wide counter, so versions of one object only grow, even
+across rows (a confirmed row is deleted; the object's next change starts a new row with a
+higher version). The org server keeps the highest version it stored per object and ignores an
+older one that arrives late, and the box deletes a row only when the server confirmed exactly
+that row's version.
+
+Callers enqueue inside the same write transaction that changed the object, so the outbox and
+the data can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import Enum
+from typing import Any, Final
+
+from sqlalchemy import inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
+
+# SyncState row holding the last version handed out.
+VERSION_COUNTER: Final = "outbox_version"
+
+
+def jsonable(value: Any) -> Any:
+    """A column value as JSON (datetimes as ISO 8601 UTC, enums as their value)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def row_payload(row: Base) -> dict[str, Any]:
+    """Every column of a model row, JSON-ready (the payload format the org server expects)."""
+    mapper = inspect(row).mapper
+    return {attr.key: jsonable(getattr(row, attr.key)) for attr in mapper.column_attrs}
+
+
+async def next_versions(s: AsyncSession, count: int) -> int:
+    """Reserve `count` versions; returns the first."""
+    counter = await s.get(SyncState, VERSION_COUNTER)
+    if counter is None:
+        counter = SyncState(name=VERSION_COUNTER, value={"n": 0})
+        s.add(counter)
+    first = int(counter.value.get("n", 0)) + 1
+    counter.value = {"n": first + count - 1}
+    return first
+
+
+async def enqueue_many(s: AsyncSession, items: list[tuple[str, str, str, dict[str, Any]]]) -> int:
+    """Record the newest state of many objects at once: (org_id, entity, entity_id, payload)
+    each. One statement per chunk: this is what a batch writer should call. Returns the
+    number of objects queued."""
+    newest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for org_id, entity, entity_id, payload in items:
+        newest[(entity, entity_id)] = (org_id, payload)  # a later state of one object wins
+    if not newest:
+        return 0
+    version = await next_versions(s, len(newest))
+    now = utcnow()
+    rows = []
+    for (entity, entity_id), (org_id, payload) in newest.items():
+        rows.append(
+            {
+                "org_id": org_id,
+                "entity": entity,
+                "entity_id": entity_id,
+                "version": version,
+                "payload": payload,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        version += 1
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    table: Any = OutboxEntry.__table__
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.entity, table.c.entity_id],
+        set_={
+            "org_id": stmt.excluded.org_id,
+            "version": stmt.excluded.version,
+            "payload": stmt.excluded.payload,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    # One compiled statement for all rows (executemany).
+    await (await s.connection()).execute(stmt, rows)
+    return len(rows)
+
+
+async def enqueue(
+    s: AsyncSession, org_id: str, entity: str, entity_id: str, payload: dict[str, Any]
+) -> None:
+    """Record (or replace) the newest state of one object for the org server. Call inside
+    the write transaction that made the change. `entity` is the table name (`results`,
+    `sessions`, `attendance`, `devices`, ...); `payload` usually `row_payload(row)`."""
+    await enqueue_many(s, [(org_id, entity, entity_id, payload)])
+
+
+async def enqueue_rows(s: AsyncSession, rows: list[Base]) -> int:
+    """Enqueue tenant rows under their own table names and orgs (flushes once first so ids
+    and defaults are filled in)."""
+    await s.flush()
+    items = []
+    for row in rows:
+        payload = row_payload(row)
+        items.append((str(payload["org_id"]), row.__tablename__, str(payload["id"]), payload))
+    return await enqueue_many(s, items)
+
+
+async def enqueue_row(s: AsyncSession, row: Base) -> None:
+    await enqueue_rows(s, [row])
