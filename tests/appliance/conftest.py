@@ -51,7 +51,9 @@ ROOTFS_INPUTS: Final = (
     "docs/provisioning.md",
     "pyproject.toml",
 )
-CACHED_ROOTFS_KEPT: Final = 2
+CACHED_ROOTFS_KEPT: Final = 4
+# Another test session (another checkout) may be about to use a tarball it just found.
+CACHED_ROOTFS_MIN_AGE_S: Final = 3600
 
 
 def rootfs_key() -> str:
@@ -80,7 +82,8 @@ def rootfs_tar() -> Path:
     if out.exists():
         record(f"rootfs from cache {out.name}")
         return out
-    partial = out.with_suffix(".partial.tar")
+    # Several test sessions may build the same key at once: each writes its own file.
+    partial = out.with_name(f"{out.stem}.{os.getpid()}.partial.tar")
     started = time.monotonic()
     done = subprocess.run(
         [str(REPO / "image-build" / "build-rootfs.sh"), str(partial)],
@@ -88,16 +91,18 @@ def rootfs_tar() -> Path:
         text=True,
         timeout=900,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        pytest.fail(f"build-rootfs.sh failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     partial.rename(out)
     record(
         f"rootfs build {time.monotonic() - started:.0f} s, "
         f"tarball {out.stat().st_size / 2**20:.0f} MiB"
     )
-    for old in sorted(cache.glob("vrlms-edge-rootfs-*.tar"), key=lambda p: p.stat().st_mtime)[
-        :-CACHED_ROOTFS_KEPT
-    ]:
-        old.unlink()
+    finished = [p for p in cache.glob("vrlms-edge-rootfs-*.tar") if ".partial" not in p.name]
+    for stale in sorted(finished, key=lambda p: p.stat().st_mtime)[:-CACHED_ROOTFS_KEPT]:
+        if time.time() - stale.stat().st_mtime > CACHED_ROOTFS_MIN_AGE_S:
+            stale.unlink(missing_ok=True)
     return out
 
 
