@@ -20,7 +20,7 @@ from tests.conftest import need
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 
 # TCG on a 2-core machine: firmware, kernel, initramfs, provisioning and the first start
-# (schema creation) take ~3 min when the machine is quiet; 597 s were measured with eight
+# (schema creation): 169 s measured under light load (without provisioning), 597 s with eight
 # test suites running at once. The ceiling leaves room for that.
 VM_READY_TIMEOUT_S: Final = 900.0
 ESP_OFFSET: Final = 1024 * 1024
