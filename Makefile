@@ -45,7 +45,7 @@ bench: $(VENV)/.installed-test
 ROOTFS := build/vrlms-edge-rootfs.tar
 IMAGE  := build/vrlms-edge.img
 IMAGE_INPUTS := pyproject.toml image-build/requirements.lock $(wildcard image-build/*.sh) \
-	$(shell find vrlms_edge systemd image-build/overlay -type f -not -name '*.pyc' 2>/dev/null)
+	$(shell find vrlms_edge systemd image-build/overlay image-build/initramfs -type f -not -name '*.pyc' 2>/dev/null)
 
 rootfs: $(ROOTFS)
 $(ROOTFS): $(IMAGE_INPUTS)

@@ -44,7 +44,7 @@ cat >"$work/vrlms-edge.conf" <<EOF
 title   vrlms-edge classroom box
 linux   /vmlinuz
 initrd  /initrd.img
-options root=LABEL=vrlms-root ro console=tty0 console=ttyS0,115200 systemd.show_status=auto
+options root=LABEL=vrlms-root ro quiet console=tty0 console=ttyS0,115200 systemd.show_status=yes
 EOF
 mcopy -i "$esp" "$work/loader.conf" ::/loader/loader.conf
 mcopy -i "$esp" "$work/vrlms-edge.conf" ::/loader/entries/vrlms-edge.conf

@@ -84,6 +84,8 @@ def test_serve_notifies_ready_then_feeds_watchdog_then_stopping(tmp_path: Path) 
                 got.append(sock.recv(4096))
             ready = got[-1]
             assert ready.startswith(b"READY=1"), got
+            # While starting, the start timeout was extended.
+            assert got[0] == b"EXTEND_TIMEOUT_USEC=30000000", got
             assert b"STATUS=listening on http://127.0.0.1:" in ready
             # The loop keeps feeding the watchdog after start-up.
             assert [sock.recv(4096) for _ in range(3)] == [b"WATCHDOG=1"] * 3

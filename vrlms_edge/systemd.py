@@ -16,17 +16,19 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from aiohttp import web
-
-from vrlms_edge.keys import SETTINGS
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
 # systemd wants a ping at least every WatchdogSec; pinging twice per period leaves a margin
 # for a loop that is busy but not stuck.
 WATCHDOG_PINGS_PER_PERIOD: Final = 2
+# While starting, each ping asks systemd for this much more start time: a migration of a big
+# database may outlast TimeoutStartSec, but a start whose event loop hangs still times out.
+START_EXTENSION_S: Final = 30.0
 
 
 def notify_address(environ: Mapping[str, str] | None = None) -> str | None:
@@ -77,6 +79,14 @@ async def _feed_watchdog(interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+async def extend_start_timeout() -> None:
+    """Run until cancelled (once READY=1 is sent): keeps the start timeout moving while the
+    event loop is alive."""
+    while True:
+        notify(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION_S * 1_000_000)}")
+        await asyncio.sleep(START_EXTENSION_S / 3)
+
+
 def _block_loop(signum: int, frame: object) -> None:
     """Debug only (setting debug_block_signal): freeze the event loop, as a deadlock would,
     so that tests can see the watchdog restart the service."""
@@ -87,6 +97,9 @@ def _block_loop(signum: int, frame: object) -> None:
 
 async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: feeds the systemd watchdog while the app runs."""
+    # Here, not at the top: `serve` imports this module before the web stack is loaded.
+    from vrlms_edge.keys import SETTINGS
+
     if app[SETTINGS].debug_block_signal:
         signal.signal(signal.SIGUSR2, _block_loop)
     interval = watchdog_interval_s()

@@ -7,6 +7,7 @@ Figures (build times, image size, boot-to-ready) go to test-artifacts/appliance-
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -41,27 +42,67 @@ def need_root_tools(*tools: str) -> None:
         need(shutil.which(tool) is not None, f"{tool} is not installed (see .ci/run)")
 
 
+# Everything in the checkout that goes into the rootfs: the tarball is rebuilt when one of
+# these changes, and reused from the cache otherwise (a build takes minutes).
+ROOTFS_INPUTS: Final = (
+    "image-build",
+    "systemd",
+    "vrlms_edge",
+    "docs/provisioning.md",
+    "pyproject.toml",
+)
+CACHED_ROOTFS_KEPT: Final = 4
+# Another test session (another checkout) may be about to use a tarball it just found.
+CACHED_ROOTFS_MIN_AGE_S: Final = 3600
+
+
+def rootfs_key() -> str:
+    digest = hashlib.sha256()
+    for name in ROOTFS_INPUTS:
+        top = REPO / name
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(oct(path.stat().st_mode & 0o111).encode())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`image-build/build-rootfs.sh` of this checkout. VRLMS_TEST_ROOTFS=path reuses a tarball
-    built earlier (local iteration only; CI always builds)."""
+def rootfs_tar() -> Path:
+    """`image-build/build-rootfs.sh` of this checkout, cached by the hash of its inputs in
+    $VRLMS_IMAGE_CACHE/rootfs (default ~/.cache/vrlms-image)."""
     need_root_tools("mmdebstrap", "tar")
-    reuse = os.environ.get("VRLMS_TEST_ROOTFS")
-    if reuse and not os.environ.get("CI") and Path(reuse).exists():
-        return Path(reuse)
-    out = tmp_path_factory.mktemp("rootfs") / "vrlms-edge-rootfs.tar"
+    cache = Path(os.environ.get("VRLMS_IMAGE_CACHE", Path.home() / ".cache" / "vrlms-image"))
+    cache = cache / "rootfs"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"vrlms-edge-rootfs-{rootfs_key()}.tar"
+    if out.exists():
+        record(f"rootfs from cache {out.name}")
+        return out
+    # Several test sessions may build the same key at once: each writes its own file.
+    partial = out.with_name(f"{out.stem}.{os.getpid()}.partial.tar")
     started = time.monotonic()
     done = subprocess.run(
-        [str(REPO / "image-build" / "build-rootfs.sh"), str(out)],
+        [str(REPO / "image-build" / "build-rootfs.sh"), str(partial)],
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        pytest.fail(f"build-rootfs.sh failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    partial.rename(out)
     record(
         f"rootfs build {time.monotonic() - started:.0f} s, "
         f"tarball {out.stat().st_size / 2**20:.0f} MiB"
     )
+    finished = [p for p in cache.glob("vrlms-edge-rootfs-*.tar") if ".partial" not in p.name]
+    for stale in sorted(finished, key=lambda p: p.stat().st_mtime)[:-CACHED_ROOTFS_KEPT]:
+        if time.time() - stale.stat().st_mtime > CACHED_ROOTFS_MIN_AGE_S:
+            stale.unlink(missing_ok=True)
     return out
 
 
@@ -128,9 +169,8 @@ def qemu_vm(disk_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "q35",
         "-m",
         "1024",
-        # One vCPU: this machine has two cores and the container tests run meanwhile.
         "-smp",
-        "1",
+        "2",
         "-no-reboot",
         "-drive",
         f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",

@@ -42,7 +42,7 @@ org_name = "Container School"
 tls = true
 
 [org_server]
-url = "https://org.example.edu"
+url = "http://127.0.0.1:9"
 enrollment_token = "tok-container-1"
 """
 
@@ -85,18 +85,17 @@ class Container:
         return result
 
     def init_pid(self) -> int:
-        """The container's PID 1, as seen from here."""
+        """The container's PID 1, as seen from here: the child of systemd-nspawn that is PID 1
+        in its own PID namespace."""
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if os.readlink(entry / "root") != str(self.root):
-                    continue
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
-            if nspid.split()[-1] == "1":
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            if fields.get("PPid") == str(self.proc.pid) and fields["NSpid"].split()[-1] == "1":
                 return int(entry.name)
         raise AssertionError("container init not found")
 
@@ -263,3 +262,46 @@ def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container: Container) -
     container.wait_ready(time.monotonic() + READY_TIMEOUT_S)
     assert container.show("vrlms-edge.service", "MainPID") != pid_before
     assert "Watchdog timeout" in container.journal("vrlms-edge.service")
+
+
+# Registers a service with zeroconf on 127.0.0.1 and resolves it from a second instance: the
+# same library, sockets (UDP multicast) and interface lookups (netlink) as the box's mDNS.
+MDNS_CHECK: Final = """
+import socket, sys
+from zeroconf import ServiceInfo, Zeroconf
+kind = "_vrlmscheck._tcp.local."
+name = "Sandbox check." + kind
+info = ServiceInfo(kind, name, addresses=[socket.inet_aton("127.0.0.1")], port=8080,
+                   properties={"fp": "ab" * 32}, server="sandbox-check.local.")
+advertiser = Zeroconf(interfaces=["127.0.0.1"])
+advertiser.register_service(info)
+browser = Zeroconf(interfaces=["127.0.0.1"])
+found = browser.get_service_info(kind, name, timeout=10000)
+print("mdns-check:", found.properties.get(b"fp").decode() if found else "not found", flush=True)
+browser.close(); advertiser.unregister_service(info); advertiser.close()
+sys.exit(0 if found else 1)
+"""
+
+
+def test_mdns_works_inside_the_service_sandbox(container: Container) -> None:
+    """The shipped sandbox (every directive of vrlms-edge.service's [Service] section) around
+    a zeroconf advertise + resolve, until the box's own mDNS runs in this image."""
+    shipped = (container.root / "usr/lib/systemd/system/vrlms-edge.service").read_text()
+    service = shipped.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    dropped = ("Type=", "NotifyAccess=", "ExecStart=", "WatchdogSec=", "Restart", "Timeout")
+    sandbox = [line for line in service.splitlines() if not line.startswith(dropped)]
+    (container.root / "opt/vrlms-edge/mdns_check.py").write_text(MDNS_CHECK)
+    unit = "\n".join(
+        [
+            "[Service]",
+            "Type=oneshot",
+            "ExecStart=/opt/vrlms-edge/bin/python /opt/vrlms-edge/mdns_check.py",
+            *sandbox,
+        ]
+    )
+    (container.root / "etc/systemd/system/vrlms-mdns-check.service").write_text(unit)
+    assert container.run("systemctl", "daemon-reload").returncode == 0
+    done = container.run("systemctl", "start", "vrlms-mdns-check.service")
+    log = container.journal("vrlms-mdns-check.service")
+    assert done.returncode == 0, done.stderr + log
+    assert f"mdns-check: {'ab' * 32}" in log

@@ -23,7 +23,7 @@ org_name = "Hill School"
 tls = true
 
 [org_server]
-url = "https://org.example.edu"
+url = "http://127.0.0.1:9"
 enrollment_token = "tok-123456"
 
 [network]
@@ -83,10 +83,10 @@ def test_provisioning_is_applied_once_and_secrets_are_removed(tmp_path: Path) ->
     assert db.execute("SELECT name FROM box_identity").fetchone() == ("Room 12",)
     db.close()
 
-    # No `enroll` command in this build yet: kept for later, readable by the owner only.
+    # The org server is unreachable (nothing listens on port 9): kept for later, owner only.
     pending = tmp_path / "data" / "pending-enrollment.toml"
     assert tomllib.loads(pending.read_text()) == {
-        "url": "https://org.example.edu",
+        "url": "http://127.0.0.1:9",
         "token": "tok-123456",
     }
     assert stat.S_IMODE(pending.stat().st_mode) == 0o600

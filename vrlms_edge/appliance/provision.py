@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -246,10 +247,11 @@ def apply(
     now: dt.datetime,
     network_dir: Path | None = None,
     owner: str | None = None,
-    enroll: Any = None,
+    enroll: Callable[[Settings, str, str], bool] | None = None,
 ) -> ProvisionResult:
-    """Apply the file once. `enroll(settings, url, token) -> bool` runs the enrollment when
-    the CLI has it; without it the URL and token are kept in a 0600 file for later."""
+    """Apply the file once. `enroll(settings, url, token) -> bool` enrolls with the org
+    server; when it fails (no network yet, say) the URL and token are kept in a 0600 file in
+    the data dir, to run `vrlms-edge enroll` with later."""
     spec = parse_spec(provision_file.read_text())
     if spec.applied_at:
         return ProvisionResult(applied=False, steps=[f"already applied at {spec.applied_at}"])
@@ -271,7 +273,7 @@ def apply(
         else:
             pending = settings.data_dir / PENDING_ENROLLMENT_FILE
             _write_atomic(pending, to_toml({"url": url, "token": token}), mode=0o600)
-            result.steps.append(f"enrollment with {url} stored for later in {pending}")
+            result.steps.append(f"enrollment with {url} failed; kept for later in {pending}")
     if owner:
         chown_tree(settings.data_dir, owner)
     _write_atomic(provision_file, scrubbed(spec, now))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,16 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_provision)
 
 
-def _enroll(settings: Settings, url: str, token: str) -> bool:
-    """Run `vrlms-edge enroll URL TOKEN` when this build has it (the sync part)."""
-    from vrlms_edge.cli import build_parser, main
+def _enroller(config_file: Path) -> Callable[[Settings, str, str], bool]:
+    def enroll(settings: Settings, url: str, token: str) -> bool:
+        """`vrlms-edge enroll URL TOKEN`; False when it fails (offline, say)."""
+        from vrlms_edge.cli import main
 
-    choices = getattr(build_parser()._subparsers, "_group_actions", [])
-    if not any("enroll" in getattr(a, "choices", {}) for a in choices):
-        return False
-    return main(["--data-dir", str(settings.data_dir), "enroll", url, token]) == 0
+        # The same settings file as the box (box name!), which provisioning just wrote.
+        args = ["--data-dir", str(settings.data_dir), "--config", str(config_file)]
+        return main([*args, "enroll", url, token]) == 0
+
+    return enroll
 
 
 def run_provision(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +44,7 @@ def run_provision(args: argparse.Namespace, settings: Settings) -> int:
             now=dt.datetime.now(dt.UTC),
             network_dir=args.network_dir,
             owner=args.owner,
-            enroll=_enroll,
+            enroll=_enroller(config_file),
         )
     except ProvisionError as exc:
         print(f"vrlms-edge provision: {args.file}: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vrlms_edge.config import Settings
 from vrlms_edge.store import inuse, migrate
-from vrlms_edge.systemd import notify
+from vrlms_edge.systemd import extend_start_timeout, notify
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -53,7 +53,12 @@ async def serve(settings: Settings) -> None:
 
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, handle_signals=False)
-    await runner.setup()
+    extending = asyncio.create_task(extend_start_timeout())
+    try:
+        await runner.setup()
+    except BaseException:
+        extending.cancel()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,11 +75,13 @@ async def serve(settings: Settings) -> None:
         await site.start()
         url = listening_urls(runner, "https" if tls else "http")[0]
         print(f"listening on {url}", flush=True)
+        extending.cancel()
         notify("READY=1", f"STATUS=listening on {url}")
         await stop.wait()
         log.info("stopping")
         notify("STOPPING=1", "STATUS=stopping")
     finally:
+        extending.cancel()
         await runner.cleanup()
 
 
