@@ -7,6 +7,7 @@ Figures (build times, image size, boot-to-ready) go to test-artifacts/appliance-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -148,8 +149,23 @@ class BootingVm:
     serial: Path
     image: Path
     started: float
+    monitor: Path
     ready_after_s: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    def power_down(self, within_s: float) -> bool:
+        """ACPI power button through the qemu monitor; True if the guest shut down in time
+        (with -no-reboot, qemu exits when the guest powers off)."""
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.monitor))
+            sock.sendall(b"system_powerdown\n")
+            time.sleep(0.5)
+        try:
+            self.proc.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
 
 @pytest.fixture(scope="session")
@@ -183,15 +199,24 @@ def qemu_vm(disk_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:8080",
         "-serial",
         f"file:{serial}",
+        # The monitor lets a test power the guest down cleanly (ACPI), so the ESP it wrote is
+        # consistent when the test reads it.
         "-monitor",
-        "none",
+        f"unix:{work / 'monitor.sock'},server,nowait",
         "-display",
         "none",
     ]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    vm = BootingVm(proc=proc, port=port, serial=serial, image=disk_image, started=time.monotonic())
+    vm = BootingVm(
+        proc=proc,
+        port=port,
+        serial=serial,
+        image=disk_image,
+        started=time.monotonic(),
+        monitor=work / "monitor.sock",
+    )
     try:
         yield vm
     finally:

@@ -58,8 +58,11 @@ def test_the_esp_provisioning_file_was_scrubbed(qemu_vm: BootingVm) -> None:
     need(shutil.which("mtype") is not None, "mtools")
     if qemu_vm.ready_after_s is None:
         pytest.fail("the VM did not get ready (see the test before)")
-    qemu_vm.proc.terminate()
-    qemu_vm.proc.wait(timeout=30)
+    # A clean shutdown: the guest's vfat writes are on the disk image before mtools reads it.
+    if not qemu_vm.power_down(within_s=180):
+        qemu_vm.proc.terminate()
+        qemu_vm.proc.wait(timeout=30)
+        pytest.fail("the guest did not power off on the ACPI power button within 180 s")
     done = subprocess.run(
         ["mtype", "-i", f"{qemu_vm.image}@@{ESP_OFFSET}", "::/vrlms-provision.toml"],
         capture_output=True,
