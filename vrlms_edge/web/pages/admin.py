@@ -38,7 +38,7 @@ def _optional(p: Page, name: str) -> str | None:
     return _field(p, name) or None
 
 
-async def _apply(back: str, p: Page, action: Action) -> web.HTTPFound:
+async def _apply(back: str, p: Page, action: Action) -> web.Response:
     try:
         message = await action(p)
     except AppError as err:

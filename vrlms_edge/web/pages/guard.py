@@ -71,11 +71,13 @@ async def session_principal(request: web.Request) -> Principal | None:
     return await resolve_token(request.app[DB], token, now=request.app[CLOCK].now())
 
 
-def redirect(location: str, *, ok: str | None = None, error: str | None = None) -> web.HTTPFound:
+def redirect(location: str, *, ok: str | None = None, error: str | None = None) -> web.Response:
     """Post/redirect/get with an optional flash message in the query string."""
     params = {k: v for k, v in (("ok", ok), ("error", error)) if v}
     sep = "&" if "?" in location else "?"
-    return web.HTTPFound(location + (sep + urlencode(params) if params else ""))
+    # A plain 302 answer (aiohttp deprecates returning its HTTPException objects).
+    target = location + (sep + urlencode(params) if params else "")
+    return web.Response(status=302, headers={"Location": target})
 
 
 def page(roles: Iterable[Role]) -> Callable[[PageHandler], Callable[[web.Request], Any]]:
