@@ -28,7 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 P = ParamSpec("P")
 
-PRINCIPAL: Final = "vrlms.principal"
+# The caller of a guarded route, once authenticated (principal_of reads it).
+PRINCIPAL: Final = web.RequestKey("vrlms.principal", Principal)
 ANYONE: Final = None
 ALL_ROLES: Final = frozenset(Role)
 STAFF: Final = frozenset({Role.teacher, Role.admin})
