@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -23,9 +24,10 @@ from tests.factories import (
     token_for,
 )
 from tests.live.support import eventually, receive_json, receive_type
+from vrlms_edge.domain import roster
 from vrlms_edge.keys import CLOCK, DB, HUB
 from vrlms_edge.live import protocol
-from vrlms_edge.store.models import Attendance, Device, DeviceStatus, Role
+from vrlms_edge.store.models import Attendance, AuthToken, Device, DeviceStatus, Role
 
 # One box for the whole module (starting one takes ~2 s); every test makes its own org.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -82,6 +84,23 @@ async def test_missing_or_bad_token_closes_4401(box: RunningBox) -> None:
     assert await close_code(box, "/websocket/?token=nope") == protocol.CLOSE_UNAUTHORIZED
     bad = {"Authorization": "Bearer " + "x" * 43}
     assert await close_code(box, "/websocket/", headers=bad) == protocol.CLOSE_UNAUTHORIZED
+
+
+async def test_disabled_user_or_expired_token_closes_4401(box: RunningBox, room: Classroom) -> None:
+    db, clock = box.app[DB], box.app[CLOCK]
+    user = await make_user(db, room.org, Role.student, "leaver")
+    device = await add_headset_device(db, room.org, f"{room.org.slug}-LEAVER")
+    token = await token_for(db, clock, user, device)
+    async with box.http.ws_connect(f"/websocket/?token={token}") as ws:
+        assert (await receive_json(ws))["type"] == "welcome"
+    await roster.disable_user(db, room.org.id, user.id)
+    assert await close_code(box, f"/websocket/?token={token}") == protocol.CLOSE_UNAUTHORIZED
+    async with db.write() as s:
+        stale = await s.scalar(select(AuthToken).where(AuthToken.user_id == room.teacher.id))
+        assert stale is not None
+        stale.expires_at = clock.now() - timedelta(seconds=1)
+    path = f"/websocket/?token={room.teacher_token}"
+    assert await close_code(box, path) == protocol.CLOSE_UNAUTHORIZED
 
 
 async def test_pending_device_closes_4403(box: RunningBox, room: Classroom) -> None:

@@ -53,9 +53,11 @@ async def resolve_token(db: Database, token: str, *, now: datetime) -> Principal
                 .where(AuthToken.token_hash == token_hash(token))
             )
         ).first()
-    if found is None:
-        return None
-    row, user = found
+    return None if found is None else principal_of(*found, now=now)
+
+
+def principal_of(row: AuthToken, user: User, *, now: datetime) -> Principal | None:
+    """The principal of a token row and its user, or None (expired, revoked, user disabled)."""
     if row.revoked_at is not None or row.expires_at <= now:
         return None
     if user.disabled or user.deleted_at is not None:

@@ -5,9 +5,10 @@ a dedicated connection whose transactions open with BEGIN IMMEDIATE, so a write 
 with "database is locked"; other processes (a CLI backup, say) are waited for through
 busy_timeout. On PostgreSQL, writes run concurrently and the database arbitrates.
 
-Hot paths (teacher commands, event batches) use `write_raw` instead: their whole transaction
-runs as one call on a writer thread with its own sqlite3 connection (store/raw.py), behind the
-same lock, so it costs one thread round trip instead of one per statement.
+Hot paths (teacher commands, event batches, admitting a headset) use `write_raw`/`read_raw`
+instead: their whole transaction runs as one call on a writer (reader) thread with its own
+sqlite3 connection (store/raw.py), writes behind the same lock, so it costs one thread round
+trip instead of one per statement.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._sqlite_synchronous = sqlite_synchronous
         self._raw_path = make_url(url).database if self.is_sqlite else None
-        self._raw_conn: sqlite3.Connection | None = None
-        self._raw_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._raw_writer = _RawLane("sqlite-writer", "BEGIN IMMEDIATE")
+        self._raw_reader = _RawLane("sqlite-reader", "BEGIN")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -74,37 +75,33 @@ class Database:
     async def write_raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` as one write transaction on the writer thread (SQLite only):
         committed when it returns, rolled back when it raises."""
-        if self._raw_path is None:
-            raise RuntimeError("write_raw needs SQLite")
         async with self._write_lock:
-            done = asyncio.get_running_loop().run_in_executor(self._raw_thread, self._raw, work)
+            done = self._raw_call(self._raw_writer, work)
             try:
                 return await asyncio.shield(done)
             finally:
                 if not done.done():  # cancelled: keep the lock until the transaction ended
                     await asyncio.wait([done])
 
-    def _raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._raw_conn
-        if conn is None:
-            assert self._raw_path is not None
-            conn = sqlite3.connect(self._raw_path, isolation_level=None, check_same_thread=False)
-            _apply_pragmas(conn, self._sqlite_synchronous)
-            self._raw_conn = conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+    async def read_raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` in one read transaction (one snapshot) on the reader thread."""
+        return await self._raw_call(self._raw_reader, work)
+
+    def _raw_call(
+        self, lane: _RawLane, work: Callable[[sqlite3.Connection], T]
+    ) -> asyncio.Future[T]:
+        if self._raw_path is None:
+            raise RuntimeError("the raw lanes need SQLite")
+        path, synchronous = self._raw_path, self._sqlite_synchronous
+        return asyncio.get_running_loop().run_in_executor(
+            lane.thread, lane.run, path, synchronous, work
+        )
 
     async def dispose(self) -> None:
-        if self._raw_conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._raw_thread, self._raw_conn.close)
-            self._raw_conn = None
-        self._raw_thread.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        for lane in (self._raw_writer, self._raw_reader):
+            await loop.run_in_executor(lane.thread, lane.close)
+            lane.thread.shutdown(wait=False)
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
@@ -131,3 +128,32 @@ def _apply_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
+
+
+class _RawLane:
+    """One thread with its own sqlite3 connection, running whole transactions."""
+
+    def __init__(self, name: str, begin: str) -> None:
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._begin = begin
+        self._conn: sqlite3.Connection | None = None
+
+    def run(self, path: str, synchronous: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            _apply_pragmas(conn, synchronous)
+            self._conn = conn
+        conn.execute(self._begin)
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -11,7 +11,7 @@ Objects are the ordinary model classes, transient (never attached to an ORM sess
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import inspect
@@ -58,7 +58,8 @@ class RawTable(Generic[M]):
         self._pk_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         pk = mapper.primary_key[0].name
         names = ", ".join(self._column[k] for k in self.keys)
-        self._select = f"SELECT {names} FROM {self.name} WHERE {pk} = ?"
+        self._select_all = f"SELECT {names} FROM {self.name}"
+        self._select = f"{self._select_all} WHERE {pk} = ?"
         self._where_pk = f" WHERE {pk} = ?"
         marks = ", ".join("?" for _ in self.keys)
         self._insert = f"INSERT INTO {self.name} ({names}) VALUES ({marks})"
@@ -69,15 +70,20 @@ class RawTable(Generic[M]):
         convert = self._to_db[key]
         return value if convert is None or value is None else convert(value)
 
-    def get(self, conn: sqlite3.Connection, row_id: str) -> M | None:
+    def get(self, conn: sqlite3.Connection, row_id: Any) -> M | None:
         found = conn.execute(self._select, (row_id,)).fetchone()
-        if found is None:
-            return None
+        return None if found is None else self._row(found)
+
+    def _row(self, found: Sequence[Any]) -> M:
         values = {
             key: (value if convert is None or value is None else convert(value))
             for (key, convert), value in zip(self._from_db, found, strict=True)
         }
         return self.model(**values)
+
+    def select(self, conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> list[M]:
+        """Rows matching an SQL condition (`where` may end in ORDER BY/LIMIT)."""
+        return [self._row(found) for found in conn.execute(f"{self._select_all} {where}", params)]
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""
@@ -140,3 +146,18 @@ class RawTable(Generic[M]):
                 f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
             )
         conn.executemany(sql, [[self._db_value(k, row[k]) for k in keys] for row in rows])
+
+    def set_column(self, conn: sqlite3.Connection, key: str, values: Mapping[Any, Any]) -> None:
+        """Set one column of many rows ({primary key: value}), stamping `onupdate` columns."""
+        stamps = {k: stamp(None) for k, stamp in self._onupdate.items() if k != key}
+        keys = (key, *stamps)
+        sets = ", ".join(f"{self._column[k]} = ?" for k in keys)
+        conn.executemany(
+            f"UPDATE {self.name} SET {sets}{self._where_pk}",
+            [
+                [self._db_value(key, value)]
+                + [self._db_value(k, v) for k, v in stamps.items()]
+                + [pk]
+                for pk, value in values.items()
+            ],
+        )

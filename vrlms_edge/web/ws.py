@@ -19,13 +19,11 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from sqlalchemy import select
 
-from vrlms_edge.domain.devices import device_admission
-from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import SessionState, load_controlled_session, state_of
-from vrlms_edge.domain.tokens import resolve_token
-from vrlms_edge.errors import AppError, not_found
+from vrlms_edge.errors import not_found
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, FRAME_SINKS, HUB, SETTINGS
 from vrlms_edge.live import protocol
+from vrlms_edge.live.admission import Refused, admit
 from vrlms_edge.live.asyncapi import asyncapi_document
 from vrlms_edge.live.connection import CLOSE_GRACE_S, Connection
 from vrlms_edge.live.dispatch import MAX_FRAME_BYTES, Closing, Dispatch, InboundLimits
@@ -40,13 +38,9 @@ from vrlms_edge.live.protocol import (
 )
 from vrlms_edge.live.sinks import FrameSinks
 from vrlms_edge.store.models import (
-    Class,
-    Device,
     DeviceStatus,
     Enrollment,
     Role,
-    Session,
-    SessionStatus,
     User,
 )
 from vrlms_edge.web.routing import (
@@ -61,11 +55,6 @@ from vrlms_edge.web.routing import (
 log = logging.getLogger(__name__)
 
 routes = ApiRegistry()
-
-# Sessions whose state a teacher's connection gets after `welcome`: the newest ones of their
-# classes (a class accumulates old sessions; the dashboard pages through the rest via REST).
-MAX_TEACHER_SESSIONS = 50
-
 
 def install(app: web.Application) -> None:
     """Create the hub (the app's StateBroadcast) and wire the endpoint and its lifecycle."""
@@ -112,73 +101,6 @@ def _token(request: web.Request) -> str | None:
     )
 
 
-async def _device_refusal(
-    request: web.Request, principal: Principal
-) -> tuple[str | None, Device | None]:
-    """Why this principal's device may not connect (None: it may), and the device."""
-    if principal.device_pk is None:
-        return None, None
-    async with request.app[DB].read() as s:
-        device = await s.get(Device, principal.device_pk)
-    if device is None or device.deleted_at is not None or device.org_id != principal.org_id:
-        return "unknown device", None
-    try:
-        device_admission(device, principal.user_id)  # the same rule as login
-    except AppError as refused:
-        return refused.code, device
-    return None, device
-
-
-async def _membership(request: web.Request, principal: Principal) -> Membership:
-    """The classes this user follows, their rosters (staff) and their sessions' states."""
-    async with request.app[DB].read() as s:
-        if principal.role == Role.student:
-            query = (
-                select(Class.id)
-                .join(Enrollment, Enrollment.class_id == Class.id)
-                .where(
-                    Enrollment.user_id == principal.user_id,
-                    Enrollment.deleted_at.is_(None),
-                )
-            )
-        elif principal.role == Role.teacher:
-            query = select(Class.id).where(Class.teacher_id == principal.user_id)
-        else:
-            query = select(Class.id).where(Class.org_id == principal.org_id)
-        query = query.where(Class.deleted_at.is_(None), Class.org_id == principal.org_id)
-        class_ids = frozenset((await s.execute(query)).scalars())
-        roster: dict[str, list[RosterEntry]] = {}
-        if principal.role != Role.student and class_ids:
-            rows = await s.execute(
-                select(Enrollment.class_id, User.id, User.nickname, User.display_name)
-                .join(User, User.id == Enrollment.user_id)
-                .where(
-                    Enrollment.class_id.in_(class_ids),
-                    Enrollment.deleted_at.is_(None),
-                    User.deleted_at.is_(None),
-                    User.role == Role.student,
-                )
-            )
-            for class_id, user_id, nickname, display_name in rows:
-                roster.setdefault(class_id, []).append(RosterEntry(user_id, nickname, display_name))
-        states: list[tuple[str, SessionState]] = []
-        if class_ids:
-            session_query = (
-                select(Session)
-                .where(Session.class_id.in_(class_ids), Session.deleted_at.is_(None))
-                .order_by(Session.updated_at.desc())
-            )
-            if principal.role == Role.student:
-                session_query = session_query.where(
-                    Session.status.in_([SessionStatus.playing, SessionStatus.paused])
-                )
-            else:
-                session_query = session_query.limit(MAX_TEACHER_SESSIONS)
-            for row in (await s.execute(session_query)).scalars():
-                states.append((row.class_id, await state_of(s, row)))
-    return Membership(org_id=principal.org_id, class_ids=class_ids, roster=roster, states=states)
-
-
 def _welcome_session(membership: Membership) -> SessionState | None:
     live = [state for _, state in membership.states if state.status in LIVE_STATUSES]
     return max(live, key=lambda st: st.anchor_server_ms, default=None)
@@ -211,13 +133,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     if not _origin_allowed(request):
         return await _refuse(ws, CLOSE_FORBIDDEN, "origin not allowed")
-    token = _token(request)
-    principal = await resolve_token(app[DB], token, now=clock.now()) if token else None
-    if principal is None:
-        return await _refuse(ws, CLOSE_UNAUTHORIZED, "missing or invalid token")
-    refusal, device = await _device_refusal(request, principal)
-    if refusal is not None:
-        return await _refuse(ws, CLOSE_FORBIDDEN, refusal)
+    admitted = await admit(app[DB], _token(request), now=clock.now())
+    if isinstance(admitted, Refused):
+        code = CLOSE_UNAUTHORIZED if admitted.unauthorized else CLOSE_FORBIDDEN
+        return await _refuse(ws, code, admitted.reason)
+    principal, device, membership = admitted.principal, admitted.device, admitted.membership
 
     conn = Connection(
         ws,
@@ -227,7 +147,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         device_pk=device.id if device is not None else None,
         device_label=device.device_id if device is not None else None,
     )
-    membership = await _membership(request, principal)
     hub.join(conn, membership)  # states published from here on are queued behind `welcome`
     try:
         conn.put_first(
