@@ -15,6 +15,7 @@ from tests.conftest import RunningBox, start_box, stop_box
 from tests.conftest import test_settings as box_settings
 from tests.factories import Classroom, make_classroom
 from tests.live.support import eventually, raw_websocket, receive_json
+from vrlms_edge.domain.sessions import Attention, SessionState
 from vrlms_edge.headset.client import TeacherClient
 from vrlms_edge.keys import CLOCK, DB, HUB
 from vrlms_edge.live.connection import MAX_PENDING_FRAMES, Connection
@@ -101,3 +102,30 @@ async def test_state_coalesces_newest_wins_and_queue_is_bounded() -> None:
     assert conn._pending[("state", "s1")] == "rev4"
     conn.put_first("welcome")
     assert next(iter(conn._pending.values())) == "welcome"
+
+
+async def test_states_written_directly_parse_at_every_frame_length(box: RunningBox) -> None:
+    """Broadcast states bypass aiohttp's writer when the socket keeps up (wire_frame): a
+    client must parse them whatever length field their size needs (7-bit, 16-bit, 64-bit),
+    in order, interleaved with frames the writer task sends (the welcome)."""
+    room: Classroom = await make_classroom(box.app[DB], box.app[CLOCK], 1)
+    hub = box.app[HUB]
+    hs = room.headsets[0]
+    async with box.http.ws_connect(f"/websocket/?token={hs.token}") as ws:
+        assert (await receive_json(ws))["type"] == "welcome"
+        await eventually(lambda: any(c.principal.user_id == hs.user.id for c in hub.connections), 5)
+        sizes = [0, 60, 125, 126, 5000, 65535, 65536, 200_000]
+        for rev, size in enumerate(sizes, start=100):
+            message = "m" * size
+            state = SessionState(
+                session_id=room.session.id,
+                rev=rev,
+                status="paused",
+                lesson=None,
+                anchor_server_ms=0,
+                anchor_position_ms=rev,
+                attention=Attention(on=True, message=message),
+            )
+            hub.publish(room.org.id, room.klass.id, state)
+            got = await receive_json(ws)
+            assert (got["rev"], got["attention"]["message"]) == (rev, message)

@@ -1,7 +1,10 @@
 """One WebSocket peer on the box: its bounded send queue, its own writer task, its round trip.
 
 Nobody awaits a connection: `send()` and `offer_state()` only put a preencoded frame in the
-queue and wake the writer task, which is the only code that writes to the socket. Coalescing
+queue and wake the writer task, which writes it to the socket. One shortcut: a broadcast
+`state` whose whole wire frame was built once (`wire_frame`) is written straight to the socket
+when nothing is queued or being sent and the socket keeps up, which is almost always: one
+buffer append per headset instead of a task switch, an encode and a frame header. Coalescing
 keys make newer frames replace older pending ones (a session's `state`: highest rev wins;
 `class` pictures), so a slow peer skips intermediate revisions but always gets the newest.
 When the queue overflows, or when the writer has been stuck on one send for longer than the
@@ -45,6 +48,8 @@ MAX_PLAUSIBLE_RTT_S: Final = 60.0
 SOCKET_SEND_BUFFER: Final = 64 * 1024
 # Transport-level buffer above which aiohttp's writer waits for the socket (drain).
 TRANSPORT_HIGH_WATER: Final = 32 * 1024
+# How often a writer looks whether a peer that fell behind took some of its backlog.
+DRAIN_POLL_S: Final = 0.02
 # How long a closing handshake may take before the socket is simply dropped.
 CLOSE_GRACE_S: Final = 2.0
 
@@ -52,6 +57,21 @@ _ids = itertools.count(1)
 # A preencoded frame, or a function that encodes one when the writer sends it.
 Frame = str | bytes | Callable[[], str]
 _PING: Final = struct.Struct(">d")
+_FIN_TEXT: Final = 0x81  # FIN bit + opcode 1 (text)
+
+
+def wire_frame(text: str) -> bytes:
+    """A whole RFC 6455 text frame as a server sends it (unmasked, unfragmented, uncompressed:
+    the box negotiates no extensions), built once for every connection of a broadcast."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", _FIN_TEXT, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
+    else:
+        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
+    return header + payload
 
 
 class Connection:
@@ -124,11 +144,17 @@ class Connection:
         rev: int,
         frame: str,
         on_sent: Callable[[float], None] | None = None,
+        wire: bytes | None = None,
     ) -> None:
         """Queue a session state unless a newer rev of that session is already pending;
-        `on_sent(monotonic time)` is called once the writer has handed it to the socket."""
+        `on_sent(monotonic time)` is called once it was handed to the socket. `wire`: the
+        same state as `wire_frame(frame)`, written at once when the connection is idle."""
         key = ("state", session_id)
         if self._pending_rev.get(key, -1) > rev and key in self._pending:
+            return
+        if wire is not None and self._write_now(wire):
+            if on_sent is not None:
+                on_sent(self._monotonic())
             return
         self._pending_rev[key] = rev
         if on_sent is not None:
@@ -136,6 +162,26 @@ class Connection:
         else:
             self._on_sent.pop(key, None)
         self.send(frame, key)
+
+    def _write_now(self, wire: bytes) -> bool:
+        """Write a whole frame to the socket if that keeps the order of frames and the peer
+        keeps up: the writer has started and holds nothing, and the kernel took everything
+        written so far. Otherwise (False) it is queued, so a peer that stops reading meets
+        the writer's drain and stall bounds exactly as without this shortcut."""
+        if self._writer is None or self._pending or self._control or self.closing:
+            return False
+        transport = self.request.transport
+        if (
+            self._send_started is not None
+            or transport is None
+            or transport.is_closing()
+            or self.ws.closed
+            or transport.get_write_buffer_size() > 0
+        ):
+            return False
+        transport.write(wire)
+        self.sent_frames += 1
+        return True
 
     def put_first(self, frame: str) -> None:
         """Queue a frame ahead of everything pending (the `welcome`)."""
@@ -207,6 +253,7 @@ class Connection:
                         else:
                             await ws.pong(payload)
                     else:
+                        await self._room_in_socket()
                         key = next(iter(self._pending))
                         frame = self._pending.pop(key)
                         self._pending_rev.pop(key, None)
@@ -226,6 +273,18 @@ class Connection:
             log.debug("writer of connection %s stopped: %s", self.id, exc)
         finally:
             self._send_started = None
+
+    async def _room_in_socket(self) -> None:
+        """Wait while the socket holds more than TRANSPORT_HIGH_WATER bytes the peer has not
+        taken (this wait counts as a stuck send). aiohttp's own flow control only counts what
+        passed through it, not the states written directly."""
+        transport = self.request.transport
+        while (  # noqa: ASYNC110 - a transport has no public "drained" event to wait on
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER
+        ):
+            await asyncio.sleep(DRAIN_POLL_S)
 
     # --- closing ----------------------------------------------------------------------------
 

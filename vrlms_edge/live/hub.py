@@ -23,7 +23,7 @@ from vrlms_edge.config import Settings
 from vrlms_edge.domain.sessions import SessionState
 from vrlms_edge.live.attendance import AttendanceLog
 from vrlms_edge.live.clock import ServerClock
-from vrlms_edge.live.connection import Connection
+from vrlms_edge.live.connection import Connection, wire_frame
 from vrlms_edge.live.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_REPLACED,
@@ -232,11 +232,12 @@ class Hub:
             def on_sent(sent_at: float) -> None:
                 lags.append((sent_at, sent_at - asked))
 
+        wire = wire_frame(frame)
         for conn in room.students:
             conn.session_id = state.session_id
-            conn.offer_state(state.session_id, state.rev, frame, on_sent)
+            conn.offer_state(state.session_id, state.rev, frame, on_sent, wire)
         for conn in room.teachers:
-            conn.offer_state(state.session_id, state.rev, frame, on_sent)
+            conn.offer_state(state.session_id, state.rev, frame, on_sent, wire)
         self._track_attendance(room, state)
         room.dirty = True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.dialects import sqlite
@@ -31,6 +31,7 @@ class RawTable(Generic[M]):
     def __init__(self, model: type[M]) -> None:
         mapper = inspect(model)
         self.model = model
+        self._new_instance = cast(Callable[[], M], mapper.class_manager.new_instance)
         self.name: str = model.__tablename__
         attrs = list(mapper.column_attrs)
         self.keys: tuple[str, ...] = tuple(a.key for a in attrs)
@@ -75,11 +76,14 @@ class RawTable(Generic[M]):
         return None if found is None else self._row(found)
 
     def _row(self, found: Sequence[Any]) -> M:
-        values = {
-            key: (value if convert is None or value is None else convert(value))
+        # Filled in as the ORM's loader does (straight into __dict__): the constructor's
+        # per-attribute change events cost more than the whole SELECT.
+        row = self._new_instance()
+        row.__dict__.update(
+            (key, value if convert is None or value is None else convert(value))
             for (key, convert), value in zip(self._from_db, found, strict=True)
-        }
-        return self.model(**values)
+        )
+        return row
 
     def select(self, conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> list[M]:
         """Rows matching an SQL condition (`where` may end in ORDER BY/LIMIT)."""

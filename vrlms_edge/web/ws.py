@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 routes = ApiRegistry()
 
+
 def install(app: web.Application) -> None:
     """Create the hub (the app's StateBroadcast) and wire the endpoint and its lifecycle."""
     hub = Hub(app[SETTINGS], app[CLOCK])
