@@ -44,6 +44,7 @@ STORM_TIMEOUT_S = 30.0
 PHASE_MAX_S = 120.0  # no phase runs longer, whatever its parameters
 IDLE_WAIT_S = 20.0  # longest wait for the server to go idle after the headsets connected
 CAPACITY_P99_MS = 100.0  # "sustained" = p99 at most this
+WORKER_REPLY_S = 180.0  # longest a worker step takes: connecting 1000 headsets on a busy box
 TIME_SAMPLES = 20  # per headset for clock sync on loopback (the box answers bursts of 32)
 TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -433,10 +434,18 @@ class Coordinator:
         self.headset_indexes: list[int] = []
 
     async def ask(self, req: dict[str, Any]) -> list[Any]:
-        loop = asyncio.get_running_loop()
         for p in self.pipes:
             p.send(req)
-        return [await loop.run_in_executor(None, p.recv) for p in self.pipes]
+        return [await self.reply(p) for p in self.pipes]
+
+    async def reply(self, pipe: Any) -> Any:
+        """A worker's answer, bounded: a worker that died (or never started) fails the run
+        instead of hanging it."""
+        loop = asyncio.get_running_loop()
+        ready = await loop.run_in_executor(None, pipe.poll, WORKER_REPLY_S)
+        if not ready:
+            raise TimeoutError(f"a headset worker gave no answer within {WORKER_REPLY_S} s")
+        return pipe.recv()
 
     async def start(self, urls: list[str]) -> dict[str, Any]:
         ctx = multiprocessing.get_context("spawn")
@@ -451,9 +460,8 @@ class Coordinator:
             proc.start()
             self.pipes.append(parent)
             self.children.append(proc)
-        loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        ready = [await loop.run_in_executor(None, p.recv) for p in self.pipes]
+        ready = [await self.reply(p) for p in self.pipes]
         self.session = aiohttp.ClientSession()
         self.teacher = await self.session.ws_connect(self.target["teacher_url"])
         await self.teacher.receive(timeout=CONNECT_TIMEOUT_S)  # its welcome
