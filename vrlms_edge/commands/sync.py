@@ -95,6 +95,7 @@ def run_now(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vrlms-edge: sync failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     moved = ", ".join(f"{k} {v}" for k, v in sorted(report.by_entity.items())) or "nothing"
+    print(f"summarised events into {report.summarised} new or changed event summaries")
     print(f"pulled {report.pulled} in {report.pull_pages} page(s), cursor {report.cursor}")
     print(
         f"pushed {report.pushed} in {report.push_pages} page(s), {report.confirmed} confirmed,"

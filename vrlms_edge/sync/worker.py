@@ -8,6 +8,8 @@ A run goes through stored stages that only move forward (SyncState `run`):
   cursor in the same transaction, so the cursor only moves past what is committed and a
   page applied twice changes nothing (rows are upserted by id to their current state;
   deletions arrive as tombstones).
+- before `pushing`: event summaries of sessions with new events are recomputed and the changed
+  ones queued (domain/event_summaries.py; idempotent, so a resumed run simply does it again).
 - `pushing`: send outbox rows in pages; the org server answers what it holds (entity, id,
   version) and only rows whose version matches are deleted. A row the server could not store
   because it refers to a box-authored row it lacks (`missing`) gets that row queued too and
@@ -37,6 +39,7 @@ from sqlalchemy import bindparam, delete, func, select
 
 from vrlms_edge import __version__
 from vrlms_edge.config import Settings
+from vrlms_edge.domain.event_summaries import summarise_events
 from vrlms_edge.domain.managed import APPLYING_SYNC
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
@@ -94,6 +97,8 @@ class SyncReport:
     cursor: int = 0
     outbox_left: int = 0
     resumed_from: str | None = None
+    # Event summaries created or changed (and queued) by this run.
+    summarised: int = 0
     by_entity: dict[str, int] = field(default_factory=dict)
 
 
@@ -417,6 +422,8 @@ async def _run(
         if resume != "pushing":
             await advance(db, run, "pulling")
             await pull_all(db, org, ident, clock, settings.sync_page_size, report)
+        summaries = await summarise_events(db, clock.now(), clock.now_ms())
+        report.summarised = summaries.changed
         await advance(db, run, "pushing")
         await push_all(db, org, ident, settings.sync_page_size, report)
         await advance(db, run, "done")
