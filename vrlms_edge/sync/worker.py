@@ -4,12 +4,13 @@ A run goes through stored stages that only move forward (SyncState `run`):
 
     idle -> pulling -> pushing -> done
 
+- first of all (before `pulling`, so also while offline): event summaries of sessions with new
+  events are recomputed and the changed ones queued for the push (domain/event_summaries.py;
+  idempotent, so a resumed run simply does it again).
 - `pulling`: ask for changes after the stored cursor; apply a page and store the page's
   cursor in the same transaction, so the cursor only moves past what is committed and a
   page applied twice changes nothing (rows are upserted by id to their current state;
   deletions arrive as tombstones).
-- before `pushing`: event summaries of sessions with new events are recomputed and the changed
-  ones queued (domain/event_summaries.py; idempotent, so a resumed run simply does it again).
 - `pushing`: send outbox rows in pages; the org server answers what it holds (entity, id,
   version) and only rows whose version matches are deleted. A row the server could not store
   because it refers to a box-authored row it lacks (`missing`) gets that row queued too and
@@ -416,14 +417,15 @@ async def _run(
     run, resume = await _begin(db)
     report.resumed_from = resume
     await _update_status(db, last_attempt_at=clock.now().isoformat())
+    # Before anything goes on the wire: an offline box keeps its summaries current too.
+    summaries = await summarise_events(db, clock.now(), clock.now_ms())
+    report.summarised = summaries.changed
     async with OrgServerClient(
         ident.url, ident.box_id, key, clock, ca_bundle=settings.org_server_ca_bundle
     ) as org:
         if resume != "pushing":
             await advance(db, run, "pulling")
             await pull_all(db, org, ident, clock, settings.sync_page_size, report)
-        summaries = await summarise_events(db, clock.now(), clock.now_ms())
-        report.summarised = summaries.changed
         await advance(db, run, "pushing")
         await push_all(db, org, ident, settings.sync_page_size, report)
         await advance(db, run, "done")
