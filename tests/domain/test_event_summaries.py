@@ -1,6 +1,6 @@
-"""Event summaries on the box: counts equal a recount of the stored events, only sessions with
-new events are recomputed, a second call changes nothing, the watermark survives the deletion
-of the events it names (rowids then repeat), and many sessions are done in slices."""
+"""Event summaries on the box: counts equal a recount of the stored events, only summaries with
+new events change, a second call changes nothing, the watermark survives the deletion of the
+events it names (rowids then repeat), and slices count every event exactly once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from tests.conftest import RunningBox
 from tests.factories import TrackingRoom, auth, classroom, make_session
 from vrlms_edge.domain.event_summaries import (
     KIND_COLUMNS,
-    SESSIONS_PER_SLICE,
     WATERMARK_KEY,
     summarise_events,
     summary_id,
@@ -104,9 +103,9 @@ async def queued(db: Database) -> dict[str, int]:
         return {entity_id: version for entity_id, version in rows}
 
 
-async def summarise(box: RunningBox) -> Any:
+async def summarise(box: RunningBox, **options: Any) -> Any:
     clock = box.app[CLOCK]
-    return await summarise_events(box.app[DB], clock.now(), clock.now_ms())
+    return await summarise_events(box.app[DB], clock.now(), clock.now_ms(), **options)
 
 
 async def test_summaries_match_a_recount_and_follow_only_new_events(box: RunningBox) -> None:
@@ -115,26 +114,27 @@ async def test_summaries_match_a_recount_and_follow_only_new_events(box: Running
     await send(box, room, 0, "a", "sgggccaprp")
     await send(box, room, 1, "b", "ggp")
     first = await summarise(box)
-    assert (first.sessions, first.changed, first.rescanned) == (1, 2, False)
+    assert (first.events, first.changed, first.rescanned) == (13, 2, False)
     assert await stored(db) == await recount(db)
     s0 = summary_id(room.session.id, room.students[0].user.id, room.lessons[0].id)
     assert (await stored(db))[s0][:7] == (10, 3, 2, 1, 2, 1, 1)
     async with db.read() as s:
         row = await s.get(EventSummary, s0)
     assert row is not None and (row.last_progress, row.last_score) == (0.09, 8.0)
+    assert (row.last_progress_ms, row.last_score_ms) == (T0 + 9000, T0 + 8000)
     versions = await queued(db)
     assert set(versions) == set(await stored(db))
 
     # Nothing new: nothing recomputed, nothing queued again.
     idle = await summarise(box)
-    assert (idle.sessions, idle.changed) == (0, 0)
+    assert (idle.events, idle.changed) == (0, 0)
     assert await queued(db) == versions
 
     # New events of one student: only their summary changes and is queued anew.
     await send(box, room, 2, "c", "c")
     await send(box, room, 0, "a2", "gg")
     later = await summarise(box)
-    assert (later.sessions, later.changed) == (1, 2)
+    assert (later.events, later.changed) == (3, 2)
     assert await stored(db) == await recount(db)
     now_queued = await queued(db)
     s1 = summary_id(room.session.id, room.students[1].user.id, room.lessons[0].id)
@@ -165,10 +165,10 @@ async def test_watermark_survives_deleting_the_events_it_names(box: RunningBox) 
     assert (await summarise(box)).changed == 0
 
 
-async def test_many_sessions_are_summarised_in_slices(box: RunningBox) -> None:
+async def test_many_sessions_are_counted_in_slices_exactly_once(box: RunningBox) -> None:
     db = box.app[DB]
     room = await classroom(db, students=1)
-    count = SESSIONS_PER_SLICE * 2 + 3
+    count = 23
     sessions = [
         await make_session(db, room.org, room.klass, room.lessons[:1]) for _ in range(count)
     ]
@@ -191,7 +191,12 @@ async def test_many_sessions_are_summarised_in_slices(box: RunningBox) -> None:
             )
             for i, session in enumerate(sessions)
         )
-    report = await summarise(box)
-    assert (report.sessions, report.changed) == (count, count)
+    report = await summarise(box, slice_events=5)
+    assert (report.events, report.changed) == (count, count)
     assert len(await stored(db)) == count == len(await queued(db))
+    assert await stored(db) == await recount(db)
+    # More events of some sessions, counted in slices again: added, not counted twice.
+    await send(box, room, 0, "live", "gcapr" * 3)
+    again = await summarise(box, slice_events=4)
+    assert (again.events, again.changed) == (15, 1)
     assert await stored(db) == await recount(db)

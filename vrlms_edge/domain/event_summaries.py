@@ -4,29 +4,35 @@ rows do.
 
 One summary per (session, student, lesson): events per kind (gaze, click, action, progress,
 result, the rest), the first and last event time (`t_ms`), and `data.progress` / `data.score`
-of the newest progress / result event that carried a number. Its id is a UUIDv5 of that key,
-so summarising again updates the same row on the box and on the org server.
+of the newest progress / result event that carried a number (with that event's `t_ms`). Its
+id is a UUIDv5 of that key, so summarising again updates the same row on the box and on the
+org server.
 
-`summarise_events` runs before every sync push (worker and `vrlms-edge sync now`):
+`summarise_events` runs at the start of every sync run (worker and `vrlms-edge sync now`).
+It counts each event once, by a watermark in SyncState: SQLite's rowid of the newest event
+counted (and that event's id). A new row takes max(rowid) + 1, so while the watermark's row
+exists every event stored later has a higher rowid:
 
-- which sessions changed: those with events stored after a watermark, SQLite's rowid of the
-  newest event summarised last time. A new row takes max(rowid) + 1, so while the watermark's
-  row exists every newer event has a higher rowid; if that row was deleted (retention, a
-  removed device), rowids may repeat, and sessions with events received since shortly before
-  the last run are taken as changed as well;
-- their summaries are recomputed from all their events with one GROUP BY (plus one ranked
-  query for the newest progress and score), a slice of sessions per write transaction, and
-  only rows whose numbers differ are stored and queued (`outbox.enqueue_rows`) in that same
-  transaction, which also moves the watermark. With no new events nothing changes.
+- the events after the watermark are counted in slices of rowids: one GROUP BY (plus one
+  ranked query for the newest progress and score) over the slice in a read snapshot, so
+  ingest goes on meanwhile; then one short write transaction adds the slice's counts to the
+  stored summaries, queues the changed rows (`outbox.enqueue_rows`) and moves the watermark
+  to the slice's end, all together: a slice is counted exactly once even if the process dies.
+  Summaries only grow: pruning old raw events does not lower them.
+- if the watermark's row is gone (retention or a removed headset deleted the newest events),
+  rowids may repeat: the sessions with events received since shortly before the last run are
+  then recomputed from all their events still on the box (up to the newest event, where the
+  watermark restarts).
 
-Events outside a session, or without a student, are not summarised (results cover them).
-The box stores events in SQLite only (the batch writer's SQL is SQLite's), so this does too.
+With no new events nothing is read beyond two index lookups and nothing changes. Events
+outside a session, or without a student, are not summarised (results cover them). The box
+stores events in SQLite only (the batch writer's SQL is SQLite's), so this does too.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -49,8 +55,11 @@ WATERMARK_KEY: Final = "event_summaries"
 # Fixed namespace of summary ids (UUIDv5 over "session/user/lesson"): never change it, or
 # every summary would get a second row on the org server.
 ID_NAMESPACE: Final = uuid.UUID("2cfa58b8-1266-4f76-bb85-cd86b4cd12ba")
-# Sessions recomputed per write transaction: a class session holds ~10^4..10^5 events, so a
-# slice stays a short transaction and ingest never waits long on the write lock.
+# Events counted per slice (one read snapshot, then one write transaction): ~0.2 s of
+# counting, so a first run over months of events goes in steps, each committed.
+SLICE_EVENTS: Final = 20_000
+# Sessions recomputed per slice after the watermark's row was deleted (a class session holds
+# ~10^4..10^5 events).
 SESSIONS_PER_SLICE: Final = 20
 # After the watermark's row was deleted, events received this long before the last run are
 # looked at again (covers the time between reading the watermark and storing the new one).
@@ -70,7 +79,9 @@ SUMMARY_COLUMNS: Final = (
     "first_event_ms",
     "last_event_ms",
     "last_progress",
+    "last_progress_ms",
     "last_score",
+    "last_score_ms",
 )
 
 
@@ -80,16 +91,19 @@ def event_rowid() -> ColumnElement[int]:
 
 
 GroupKey = tuple[str, str, str, str | None]  # (org_id, session_id, user_id, lesson_id)
+Stamped = tuple[int, float]  # (t_ms, value) of the newest event carrying the value
 
 
 @dataclass
 class SummaryReport:
     """What one `summarise_events` call did."""
 
-    sessions: int = 0
+    # Events counted (0 after a rescan, which recomputes whole sessions instead).
+    events: int = 0
     # Summaries created or changed (each queued for the org server).
     changed: int = 0
-    # True when the watermark's row was gone and recent events were looked at again.
+    changed_ids: set[str] = field(default_factory=set)
+    # True when the watermark's row was gone and recent sessions were recomputed.
     rescanned: bool = False
 
 
@@ -98,22 +112,36 @@ def summary_id(session_id: str, user_id: str, lesson_id: str | None) -> str:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """One summary's numbers while they are added up."""
 
     counts: dict[str, int]
     first_ms: int
     last_ms: int
-    progress: tuple[int, float] | None = None  # (t_ms, value) of the newest
-    score: tuple[int, float] | None = None
+    progress: Stamped | None = None
+    score: Stamped | None = None
 
-    def merge(self, other: _Tally) -> None:
-        for column, n in other.counts.items():
+    def add(self, later: Tally) -> None:
+        """Add the numbers of events stored after these (on equal t_ms, theirs win)."""
+        for column, n in later.counts.items():
             self.counts[column] += n
-        self.first_ms = min(self.first_ms, other.first_ms)
-        self.last_ms = max(self.last_ms, other.last_ms)
-        self.progress = _newer(self.progress, other.progress)
-        self.score = _newer(self.score, other.score)
+        self.first_ms = min(self.first_ms, later.first_ms)
+        self.last_ms = max(self.last_ms, later.last_ms)
+        self.progress = _newer(self.progress, later.progress)
+        self.score = _newer(self.score, later.score)
+
+    @classmethod
+    def of(cls, row: EventSummary) -> Tally:
+        def stamped(value: float | None, t_ms: int | None) -> Stamped | None:
+            return None if value is None or t_ms is None else (t_ms, value)
+
+        return cls(
+            counts={c: int(getattr(row, c)) for c in COUNT_COLUMNS},
+            first_ms=row.first_event_ms,
+            last_ms=row.last_event_ms,
+            progress=stamped(row.last_progress, row.last_progress_ms),
+            score=stamped(row.last_score, row.last_score_ms),
+        )
 
     def values(self) -> dict[str, Any]:
         return {
@@ -121,67 +149,30 @@ class _Tally:
             "first_event_ms": self.first_ms,
             "last_event_ms": self.last_ms,
             "last_progress": self.progress[1] if self.progress else None,
+            "last_progress_ms": self.progress[0] if self.progress else None,
             "last_score": self.score[1] if self.score else None,
+            "last_score_ms": self.score[0] if self.score else None,
         }
 
 
-def _newer(a: tuple[int, float] | None, b: tuple[int, float] | None) -> tuple[int, float] | None:
+def _newer(a: Stamped | None, b: Stamped | None) -> Stamped | None:
     if a is None:
         return b
     if b is None:
         return a
-    return b if b[0] > a[0] else a
+    return b if b[0] >= a[0] else a
 
 
-# --- which sessions changed --------------------------------------------------------------------
+# --- counting ----------------------------------------------------------------------------------
 
 
-async def _changed_sessions(
-    db: Database, now_ms: int
-) -> tuple[list[str], dict[str, Any] | None, bool]:
-    """(sessions to recompute, the watermark to store afterwards or None to keep the stored
-    one, whether the stored watermark's row was gone). One read snapshot, so every event the
-    new watermark covers is seen here."""
-    async with db.read() as s:
-        state = await s.get(SyncState, WATERMARK_KEY)
-        mark = dict(state.value) if state is not None else {}
-        rowid = int(mark.get("rowid", 0))
-        last = event_rowid()
-        newest = (
-            await s.execute(select(last, InteractionEvent.id).order_by(last.desc()).limit(1))
-        ).first()
-        if newest is None:
-            return [], None, False  # no events at all: nothing to do, keep the watermark
-        intact = rowid == 0 or (
-            (await s.execute(select(InteractionEvent.id).where(event_rowid() == rowid))).scalar()
-            == mark.get("id")
-        )
-        if intact and int(newest[0]) == rowid:
-            return [], None, False
-        after: ColumnElement[bool] = event_rowid() > rowid
-        if not intact:
-            since = int(mark.get("at_ms", 0)) - RESCAN_SLACK_MS
-            after = or_(after, InteractionEvent.received_ms >= since)
-        found = await s.execute(
-            select(InteractionEvent.session_id)
-            .where(
-                after,
-                InteractionEvent.session_id.is_not(None),
-                InteractionEvent.user_id.is_not(None),
-            )
-            .distinct()
-        )
-        sessions = sorted(str(x) for x in found.scalars())
-    new_mark = {"rowid": int(newest[0]), "id": str(newest[1]), "at_ms": now_ms}
-    return sessions, new_mark, not intact
-
-
-# --- recomputing -------------------------------------------------------------------------------
-
-
-async def _tallies(s: AsyncSession, session_ids: list[str]) -> dict[GroupKey, _Tally]:
-    """Every (org, session, user, raw lesson id) group of the sessions' events, counted."""
+async def count_events(s: AsyncSession, where: ColumnElement[bool]) -> dict[GroupKey, Tally]:
+    """The events matching `where` (in sessions, with a student), counted per summary: one
+    GROUP BY, plus one ranked query for the newest numeric progress and score. Events naming a
+    lesson this box does not know count under lesson null; groups whose session or student is
+    not on the box are left out."""
     e = InteractionEvent
+    where = and_(where, e.session_id.is_not(None), e.user_id.is_not(None))
     kind_sums = [
         func.sum(case((e.kind == kind, 1), else_=0)).label(column)
         for kind, column in KIND_COLUMNS.items()
@@ -197,19 +188,20 @@ async def _tallies(s: AsyncSession, session_ids: list[str]) -> dict[GroupKey, _T
             func.min(e.t_ms),
             func.max(e.t_ms),
         )
-        .where(e.session_id.in_(session_ids), e.user_id.is_not(None))
+        .where(where)
         .group_by(e.org_id, e.session_id, e.user_id, e.lesson_id)
     )
-    tallies: dict[GroupKey, _Tally] = {}
+    raw: dict[GroupKey, Tally] = {}
     for org_id, session_id, user_id, lesson_id, total, *rest in rows:
         kinds = [int(n or 0) for n in rest[: len(KIND_COLUMNS)]]
         counts = {"events": int(total), **dict(zip(KIND_COLUMNS.values(), kinds, strict=True))}
         counts["other_events"] = int(total) - sum(kinds)
         first_ms, last_ms = rest[len(KIND_COLUMNS) :]
-        tallies[(org_id, session_id, user_id, lesson_id)] = _Tally(
+        raw[(org_id, session_id, user_id, lesson_id)] = Tally(
             counts=counts, first_ms=int(first_ms), last_ms=int(last_ms)
         )
-    # The newest numeric data.progress of progress events and data.score of result events.
+    if not raw:
+        return {}
     value = case(
         (e.kind == "progress", func.json_extract(e.data, "$.progress")),
         else_=func.json_extract(e.data, "$.score"),
@@ -228,28 +220,25 @@ async def _tallies(s: AsyncSession, session_ids: list[str]) -> dict[GroupKey, _T
             e.org_id, e.session_id, e.user_id, e.lesson_id, e.kind, e.t_ms, value.label("v"), rank
         )
         .where(
-            e.session_id.in_(session_ids),
-            e.user_id.is_not(None),
+            where,
             or_(
-                and_(
-                    e.kind == "progress",
-                    func.json_type(e.data, "$.progress").in_(numeric),
-                ),
+                and_(e.kind == "progress", func.json_type(e.data, "$.progress").in_(numeric)),
                 and_(e.kind == "result", func.json_type(e.data, "$.score").in_(numeric)),
             ),
         )
         .subquery()
     )
-    newest = await s.execute(select(ranked).where(ranked.c.rank == 1))
-    for org_id, session_id, user_id, lesson_id, kind, t_ms, v, _ in newest:
-        tally = tallies.get((org_id, session_id, user_id, lesson_id))
+    for org_id, session_id, user_id, lesson_id, kind, t_ms, v, _ in await s.execute(
+        select(ranked).where(ranked.c.rank == 1)
+    ):
+        tally = raw.get((org_id, session_id, user_id, lesson_id))
         if tally is None:
             continue
         if kind == "progress":
             tally.progress = (int(t_ms), min(1.0, max(0.0, float(v))))
         else:
             tally.score = (int(t_ms), float(v))
-    return tallies
+    return await _resolve(s, raw)
 
 
 async def _known(
@@ -262,17 +251,13 @@ async def _known(
     return {(org_id, row_id) for org_id, row_id in found.all()}
 
 
-async def _summaries(s: AsyncSession, session_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """summary id -> (org_id, session_id, user_id, lesson_id and the numbers) of the sessions.
-    Events naming a lesson this box does not know count under lesson null; groups whose
-    session or student is not (or no longer) on the box are left out."""
-    tallies = await _tallies(s, session_ids)
-    lessons = await _known(s, Lesson, {k[3] for k in tallies if k[3] is not None})
-    users = await _known(s, User, {k[2] for k in tallies})
-    sessions = await _known(s, Session, {k[1] for k in tallies})
-    merged: dict[GroupKey, _Tally] = {}
+async def _resolve(s: AsyncSession, raw: dict[GroupKey, Tally]) -> dict[GroupKey, Tally]:
+    lessons = await _known(s, Lesson, {k[3] for k in raw if k[3] is not None})
+    users = await _known(s, User, {k[2] for k in raw})
+    sessions = await _known(s, Session, {k[1] for k in raw})
+    merged: dict[GroupKey, Tally] = {}
     for (org_id, session_id, user_id, lesson_id), tally in sorted(
-        tallies.items(), key=lambda kv: tuple(x or "" for x in kv[0])
+        raw.items(), key=lambda kv: tuple(x or "" for x in kv[0])
     ):
         if (org_id, session_id) not in sessions or (org_id, user_id) not in users:
             continue
@@ -280,41 +265,54 @@ async def _summaries(s: AsyncSession, session_ids: list[str]) -> dict[str, dict[
             lesson_id = None
         key = (org_id, session_id, user_id, lesson_id)
         if key in merged:
-            merged[key].merge(tally)
+            merged[key].add(tally)
         else:
             merged[key] = tally
-    return {
-        summary_id(session_id, user_id, lesson_id): {
-            "org_id": org_id,
-            "session_id": session_id,
-            "user_id": user_id,
-            "lesson_id": lesson_id,
-            **tally.values(),
-        }
-        for (org_id, session_id, user_id, lesson_id), tally in merged.items()
-    }
+    return merged
 
 
-async def resummarise(s: AsyncSession, session_ids: list[str], now: datetime) -> int:
-    """Recompute the summaries of these sessions inside the caller's write transaction; store
-    and queue those that changed. Returns how many changed."""
-    if not session_ids:
-        return 0
-    computed = await _summaries(s, session_ids)
+# --- storing -----------------------------------------------------------------------------------
+
+
+async def store_tallies(
+    s: AsyncSession, tallies: dict[GroupKey, Tally], now: datetime, *, replace: bool
+) -> list[str]:
+    """Add the tallies to the stored summaries (`replace`: they are whole, not additions) and
+    queue the rows that changed, inside the caller's write transaction. Returns their ids."""
+    if not tallies:
+        return []
+    ids = {summary_id(k[1], k[2], k[3]): k for k in tallies}
     stored = {
         row.id: row
         for row in (
-            await s.execute(select(EventSummary).where(EventSummary.id.in_(list(computed))))
+            await s.execute(select(EventSummary).where(EventSummary.id.in_(list(ids))))
         ).scalars()
     }
     changed: list[EventSummary] = []
-    for summary_key, values in computed.items():
-        row = stored.get(summary_key)
+    for row_id, key in ids.items():
+        row = stored.get(row_id)
+        tally = tallies[key]
         if row is None:
-            row = EventSummary(id=summary_key, created_at=now, updated_at=now, **values)
+            org_id, session_id, user_id, lesson_id = key
+            row = EventSummary(
+                id=row_id,
+                org_id=org_id,
+                session_id=session_id,
+                user_id=user_id,
+                lesson_id=lesson_id,
+                created_at=now,
+                updated_at=now,
+                **tally.values(),
+            )
             s.add(row)
             changed.append(row)
-        elif any(getattr(row, c) != values[c] for c in SUMMARY_COLUMNS) or row.deleted_at:
+            continue
+        if not replace:
+            whole = Tally.of(row)
+            whole.add(tally)
+            tally = whole
+        values = tally.values()
+        if any(getattr(row, c) != values[c] for c in SUMMARY_COLUMNS) or row.deleted_at:
             for column in SUMMARY_COLUMNS:
                 setattr(row, column, values[column])
             row.deleted_at = None
@@ -322,29 +320,123 @@ async def resummarise(s: AsyncSession, session_ids: list[str], now: datetime) ->
             changed.append(row)
     if changed:
         await enqueue_rows(s, list(changed))
-    return len(changed)
+    return [row.id for row in changed]
 
 
-async def summarise_events(db: Database, now: datetime, now_ms: int) -> SummaryReport:
-    """Bring the summaries up to date with the events stored since the last call and queue
-    the changed ones for the org server (see the module docstring)."""
+async def _move_watermark(s: AsyncSession, expected: int, mark: dict[str, Any]) -> bool:
+    """Store the new watermark if the stored one is still `expected` (one summariser at a
+    time: the sync lease; this check keeps a stray second one from counting twice)."""
+    state = await s.get(SyncState, WATERMARK_KEY)
+    current = int(state.value.get("rowid", 0)) if state is not None else 0
+    if current != expected:
+        return False
+    if state is None:
+        s.add(SyncState(name=WATERMARK_KEY, value=mark))
+    else:
+        state.value = mark
+    return True
+
+
+# --- the pass ----------------------------------------------------------------------------------
+
+
+async def summarise_events(
+    db: Database, now: datetime, now_ms: int, *, slice_events: int = SLICE_EVENTS
+) -> SummaryReport:
+    """Count the events stored since the last call into the summaries and queue the changed
+    ones for the org server (see the module docstring)."""
     report = SummaryReport()
-    sessions, mark, report.rescanned = await _changed_sessions(db, now_ms)
-    if mark is None:
+    rowid = event_rowid()
+    async with db.read() as s:
+        state = await s.get(SyncState, WATERMARK_KEY)
+        mark = dict(state.value) if state is not None else {}
+        after = int(mark.get("rowid", 0))
+        newest = (
+            await s.execute(select(rowid, InteractionEvent.id).order_by(rowid.desc()).limit(1))
+        ).first()
+        if newest is None:
+            return report  # no events at all
+        intact = after == 0 or await _names(s, after, mark.get("id"))
+        if intact and int(newest[0]) == after:
+            return report  # nothing after the watermark
+    if not intact:
+        report.rescanned = True
+        report.changed_ids = await _rescan(db, mark, now, now_ms)
+        report.changed = len(report.changed_ids)
         return report
-    report.sessions = len(sessions)
+    while True:
+        async with db.read() as s:
+            end = (
+                await s.execute(
+                    select(rowid, InteractionEvent.id)
+                    .where(rowid > after)
+                    .order_by(rowid)
+                    .offset(slice_events - 1)
+                    .limit(1)
+                )
+            ).first() or (
+                await s.execute(select(rowid, InteractionEvent.id).order_by(rowid.desc()).limit(1))
+            ).first()
+            if end is None or int(end[0]) <= after:
+                return report
+            upto = int(end[0])
+            in_slice = and_(rowid > after, rowid <= upto)
+            tallies = await count_events(s, in_slice)
+            counted = (
+                await s.execute(select(func.count()).select_from(InteractionEvent).where(in_slice))
+            ).scalar_one()
+        new_mark = {"rowid": upto, "id": str(end[1]), "at_ms": now_ms}
+        async with db.write() as s:
+            if not await _move_watermark(s, after, new_mark):
+                return report
+            report.changed_ids.update(await store_tallies(s, tallies, now, replace=False))
+        report.changed = len(report.changed_ids)
+        report.events += int(counted)
+        after = upto
+
+
+async def _names(s: AsyncSession, rowid: int, event_id: Any) -> bool:
+    """Whether the event at `rowid` is still the one the watermark names."""
+    found = await s.execute(select(InteractionEvent.id).where(event_rowid() == rowid))
+    return bool(found.scalar() == event_id)
+
+
+async def _rescan(db: Database, mark: dict[str, Any], now: datetime, now_ms: int) -> set[str]:
+    """The watermark's row is gone: recompute the sessions with events received since shortly
+    before the last run (or stored after the old watermark) from all their events, then
+    restart the watermark at the newest event."""
+    rowid = event_rowid()
+    async with db.read() as s:
+        newest = (
+            await s.execute(select(rowid, InteractionEvent.id).order_by(rowid.desc()).limit(1))
+        ).first()
+        since = int(mark.get("at_ms", 0)) - RESCAN_SLACK_MS
+        found = await s.execute(
+            select(InteractionEvent.session_id)
+            .where(
+                or_(rowid > int(mark.get("rowid", 0)), InteractionEvent.received_ms >= since),
+                InteractionEvent.session_id.is_not(None),
+            )
+            .distinct()
+        )
+        sessions = sorted(str(x) for x in found.scalars())
+    expected = int(mark.get("rowid", 0))
+    if newest is None:
+        return set()
+    top = int(newest[0])
+    new_mark = {"rowid": top, "id": str(newest[1]), "at_ms": now_ms}
+    changed: set[str] = set()
     slices = [
         sessions[i : i + SESSIONS_PER_SLICE] for i in range(0, len(sessions), SESSIONS_PER_SLICE)
     ] or [[]]
     for n, chunk in enumerate(slices):
+        # Whole sessions are counted again (replace), so a slice done twice does no harm.
+        async with db.read() as s:
+            # Up to the new watermark only: later events are counted by the next pass.
+            upto = and_(InteractionEvent.session_id.in_(chunk), rowid <= top)
+            tallies = await count_events(s, upto) if chunk else {}
         async with db.write() as s:
-            report.changed += await resummarise(s, chunk, now)
+            changed.update(await store_tallies(s, tallies, now, replace=True))
             if n == len(slices) - 1:
-                # The watermark moves with the last slice: a run cut short recomputes all of
-                # its sessions next time (unchanged rows are not queued again).
-                state = await s.get(SyncState, WATERMARK_KEY)
-                if state is None:
-                    s.add(SyncState(name=WATERMARK_KEY, value=mark))
-                else:
-                    state.value = mark
-    return report
+                await _move_watermark(s, expected, new_mark)
+    return changed

@@ -320,7 +320,7 @@ class Result(Tenant, Base):
 class EventSummary(Tenant, Base):
     """What one student did in one session (and lesson), counted from the raw events: the part
     of the event log that travels to the org server. The id is derived from (session, user,
-    lesson) so summarising again updates the same row (domain/event_summaries.py)."""
+    lesson) so counting more events updates the same row (domain/event_summaries.py)."""
 
     __tablename__ = "event_summaries"
     session_id: Mapped[str] = mapped_column(
@@ -342,9 +342,11 @@ class EventSummary(Tenant, Base):
     first_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     last_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     # `data.progress` of the newest progress event and `data.score` of the newest result
-    # event that carried one (null when none did).
+    # event that carried one, with those events' `t_ms` (null when none did).
     last_progress: Mapped[float | None] = mapped_column(Float, default=None)
+    last_progress_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
     last_score: Mapped[float | None] = mapped_column(Float, default=None)
+    last_score_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 # --- auth ---------------------------------------------------------------------------------

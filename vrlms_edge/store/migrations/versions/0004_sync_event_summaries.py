@@ -2,7 +2,7 @@
 
 Revision ID: 0004_sync
 Revises: 0002_tracking
-Create Date: 2026-11-27 21:02:03.609291
+Create Date: 2026-11-27 21:15:20.642192
 """
 
 from collections.abc import Sequence
@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.Column("first_event_ms", sa.BigInteger(), nullable=False),
         sa.Column("last_event_ms", sa.BigInteger(), nullable=False),
         sa.Column("last_progress", sa.Float(), nullable=True),
+        sa.Column("last_progress_ms", sa.BigInteger(), nullable=True),
         sa.Column("last_score", sa.Float(), nullable=True),
+        sa.Column("last_score_ms", sa.BigInteger(), nullable=True),
         sa.Column("org_id", sa.String(length=36), nullable=False),
         sa.Column("deleted_at", vrlms_edge.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.String(length=36), nullable=False),
