@@ -20,8 +20,8 @@ from vrlms_edge.cloud.orgs import add_admin
 from vrlms_edge.domain.event_summaries import summary_id
 from vrlms_edge.keys import CLOCK, DB, SETTINGS
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import EventSummary, OutboxEntry, Session, SyncReceipt
-from vrlms_edge.sync.client import OrgServerClient, OrgServerRefused
+from vrlms_edge.store.models import BoxIdentity, EventSummary, OutboxEntry, Session, SyncReceipt
+from vrlms_edge.sync.client import OrgServerClient, OrgServerRefused, OrgServerUnavailable
 from vrlms_edge.sync.enrollment import enrolled
 from vrlms_edge.sync.identity import load_or_create_key
 from vrlms_edge.sync.messages import PushItem, PushRequest
@@ -195,6 +195,35 @@ async def test_event_summaries_reach_org_server_and_update_in_place(
         html = await page.text()
         assert page.status == 200 and 'id="event-summaries"' in html
         assert html.count("<tr><td>Today</td>") == 4
+    finally:
+        await stop_box(box)
+
+
+async def test_summaries_are_made_while_offline_and_go_up_later(
+    cloud: RunningCloud, tmp_path: Path, box_dir: Callable[[str], Path]
+) -> None:
+    world = await seed_org(cloud.db, "isle")
+    box = await enrolled_box(cloud, world, box_dir("box"))
+    db = box.app[DB]
+    try:
+        (student,) = await headsets(box, world, 1)
+        await make_session(db, world.org, world.klass, world.lessons)
+        await send(box, student, "s", [ev(1, "gaze", 0, world.lessons[0].id)])
+        async with db.write() as s:
+            ident = (await s.execute(select(BoxIdentity))).scalar_one()
+            ident.org_server_url = "http://127.0.0.1:9"  # nothing listens: offline
+        with pytest.raises(OrgServerUnavailable):
+            await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        async with db.read() as s:
+            queued = (await s.execute(select(OutboxEntry.entity))).scalars().all()
+        assert "event_summaries" in queued
+        async with db.write() as s:
+            (await s.execute(select(BoxIdentity))).scalar_one().org_server_url = cloud.url
+        back = await sync_once(db, box.app[SETTINGS], box.app[CLOCK])
+        assert back.summarised == 0 and back.by_entity["event_summaries"] == 1
+        assert sorted(map(content, (await summaries(cloud.db)).values())) == sorted(
+            map(content, (await summaries(db)).values())
+        )
     finally:
         await stop_box(box)
 

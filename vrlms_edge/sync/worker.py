@@ -98,8 +98,9 @@ class SyncReport:
     cursor: int = 0
     outbox_left: int = 0
     resumed_from: str | None = None
-    # Event summaries created or changed (and queued) by this run.
+    # Event summaries created or changed (and queued) by this run, or why that failed.
     summarised: int = 0
+    summary_error: str | None = None
     by_entity: dict[str, int] = field(default_factory=dict)
 
 
@@ -418,8 +419,12 @@ async def _run(
     report.resumed_from = resume
     await _update_status(db, last_attempt_at=clock.now().isoformat())
     # Before anything goes on the wire: an offline box keeps its summaries current too.
-    summaries = await summarise_events(db, clock.now(), clock.now_ms())
-    report.summarised = summaries.changed
+    try:
+        summaries = await summarise_events(db, clock.now(), clock.now_ms())
+        report.summarised = summaries.changed
+    except Exception as exc:  # results and sessions must still go up; the error is reported
+        log.exception("event summaries failed; syncing the rest")
+        report.summary_error = f"{type(exc).__name__}: {exc}"[:500]
     async with OrgServerClient(
         ident.url, ident.box_id, key, clock, ca_bundle=settings.org_server_ca_bundle
     ) as org:
