@@ -186,6 +186,7 @@ async def test_event_summaries_reach_org_server_and_update_in_place(
         row = next(x for x in listed if x["id"] == first.id)
         assert (row["nickname"], row["lesson_title"], row["events"]) == ("s0", "L0", 11)
         assert row["session_title"] == "Today" and row["last_score"] == 0.75
+        assert (row["last_progress_ms"], row["last_score_ms"]) == (T0 + 21_000, T0 + 12_000)
         narrowed = await cloud.http.get(
             "/api/cloud/event-summaries/", params={"user_id": b.user_id}, headers=headers
         )

@@ -40,7 +40,9 @@ class OrgEventSummary(msgspec.Struct, kw_only=True):
     first_event_ms: int
     last_event_ms: int
     last_progress: float | None
+    last_progress_ms: int | None
     last_score: float | None
+    last_score_ms: int | None
     updated_at: str
     box_id: str | None
     box_name: str | None
@@ -95,7 +97,9 @@ async def org_event_summaries(db: Database, org_id: str, f: SummaryFilter) -> li
             first_event_ms=r.first_event_ms,
             last_event_ms=r.last_event_ms,
             last_progress=r.last_progress,
+            last_progress_ms=r.last_progress_ms,
             last_score=r.last_score,
+            last_score_ms=r.last_score_ms,
             updated_at=r.updated_at.isoformat(),
             box_id=box_id,
             box_name=box_name,
