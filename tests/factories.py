@@ -1,14 +1,21 @@
-"""Test data made straight in the database: an org with a teacher, a class of students with
-approved headsets, a lesson and a session; tokens issued with domain/tokens.issue_token.
-`classroom` (tracking tests) adds an admin and a session that is already playing."""
+"""Test data made straight in the database: the one set of makers (orgs, users, headsets,
+lessons, classes, sessions; tokens issued with domain/tokens.issue_token) that every test
+module and tests/world.py build from.
+
+`make_classroom` (live tests): an org with a teacher, a class of students with approved
+headsets, lessons and an idle session. `classroom` (tracking tests) adds an admin and a session
+that is already playing."""
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vrlms_edge.domain.passwords import hash_secret
 from vrlms_edge.domain.tokens import issue_token
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
@@ -30,6 +37,14 @@ from vrlms_edge.store.models import (
 )
 
 TOKEN_TTL_S = 3600
+PIN = "1234"
+PASSWORD = "correct-horse-battery"
+
+
+@functools.cache
+def hashed(secret: str) -> str:
+    # One scrypt per secret for the whole run: a salted hash may be shared by test users.
+    return hash_secret(secret)
 
 
 def fresh_slug() -> str:
@@ -55,8 +70,31 @@ class Classroom:
     headsets: list[Headset] = field(default_factory=list)
 
 
-async def make_user(db: Database, org: Org, role: Role, nickname: str) -> User:
-    user = User(org_id=org.id, role=role, nickname=nickname, display_name=nickname.title())
+async def make_org(db: Database, slug: str = "school", *, name: str | None = None) -> Org:
+    org = Org(id=new_id(), slug=slug, name=name or slug.title())
+    async with db.write() as s:
+        s.add(org)
+    return org
+
+
+async def make_user(
+    db: Database,
+    org: Org,
+    role: Role,
+    nickname: str,
+    *,
+    pin: str | None = None,
+    password: str | None = None,
+) -> User:
+    """A user who can log in only with the secrets given (none: made for direct tokens)."""
+    user = User(
+        org_id=org.id,
+        role=role,
+        nickname=nickname,
+        display_name=nickname.title(),
+        pin_hash=hashed(pin) if pin else None,
+        password_hash=hashed(password) if password else None,
+    )
     async with db.write() as s:
         s.add(user)
     return user
@@ -69,17 +107,72 @@ async def add_headset_device(
     *,
     status: DeviceStatus = DeviceStatus.approved,
     bound_user: User | None = None,
+    model: str = "",
 ) -> Device:
     device = Device(
         org_id=org.id,
         device_id=device_id,
         name=device_id,
+        model=model,
         status=status,
         bound_user_id=bound_user.id if bound_user is not None else None,
     )
     async with db.write() as s:
         s.add(device)
     return device
+
+
+async def make_lessons(
+    db: Database,
+    org: Org,
+    titles: Sequence[str],
+    *,
+    module: str = "Cells",
+    launch: dict[str, Any] | None = None,
+    duration_s: int | None = None,
+) -> list[Lesson]:
+    """A course "Science" with one module holding a lesson per title, in that order. Each
+    opens com.example.<title, lower case without spaces> with `launch` (default: its title as
+    the scene)."""
+    course = Course(id=new_id(), org_id=org.id, title="Science")
+    holder = Module(id=new_id(), org_id=org.id, course_id=course.id, title=module)
+    lessons = [
+        Lesson(
+            id=new_id(),
+            org_id=org.id,
+            module_id=holder.id,
+            title=title,
+            apk_package=f"com.example.{title.lower().replace(' ', '')}",
+            launch=launch or {"scene": title},
+            duration_s=duration_s,
+            position=i,
+        )
+        for i, title in enumerate(titles)
+    ]
+    async with db.write() as s:
+        s.add(course)
+        await s.flush()
+        s.add(holder)
+        await s.flush()
+        s.add_all(lessons)
+    return lessons
+
+
+async def enroll(db: Database, klass: Class, students: Sequence[User]) -> None:
+    async with db.write() as s:
+        s.add_all(
+            Enrollment(org_id=klass.org_id, class_id=klass.id, user_id=u.id) for u in students
+        )
+
+
+async def make_class(
+    db: Database, org: Org, teacher: User, students: Sequence[User], *, name: str = "Class 7B"
+) -> Class:
+    klass = Class(id=new_id(), org_id=org.id, name=name, teacher_id=teacher.id)
+    async with db.write() as s:
+        s.add(klass)
+    await enroll(db, klass, students)
+    return klass
 
 
 async def token_for(
@@ -105,32 +198,15 @@ async def make_classroom(
 ) -> Classroom:
     """An org, a teacher, a class of `students` with approved bound headsets, two lessons and an
     idle session holding both."""
-    org = Org(slug=slug, name=slug.title())
-    async with db.write() as s:
-        s.add(org)
+    org = await make_org(db, slug)
     teacher = await make_user(db, org, Role.teacher, f"{slug}-teacher")
-    klass = Class(org_id=org.id, name="Class 1", teacher_id=teacher.id)
-    course = Course(org_id=org.id, title="Science")
-    async with db.write() as s:
-        s.add_all([klass, course])
-    module = Module(org_id=org.id, course_id=course.id, title="Planets")
-    async with db.write() as s:
-        s.add(module)
-    lessons = [
-        Lesson(
-            org_id=org.id,
-            module_id=module.id,
-            title=f"Lesson {n}",
-            apk_package=f"com.example.lesson{n}",
-            launch=launch or {"scene": f"scene{n}"},
-            duration_s=600,
-            position=n,
-        )
-        for n in (1, 2)
-    ]
+    klass = await make_class(db, org, teacher, [], name="Class 1")
+    lessons = await make_lessons(
+        db, org, ["Lesson 1", "Lesson 2"], module="Planets", launch=launch, duration_s=600
+    )
     session = Session(org_id=org.id, class_id=klass.id, title="Today", created_by=teacher.id)
     async with db.write() as s:
-        s.add_all([*lessons, session])
+        s.add(session)
     async with db.write() as s:
         for n, lesson in enumerate(lessons):
             s.add(
@@ -152,8 +228,7 @@ async def make_classroom(
 async def add_student(db: Database, clock: ServerClock, room: Classroom, n: int) -> Headset:
     user = await make_user(db, room.org, Role.student, f"{room.org.slug}-student{n:02d}")
     device = await add_headset_device(db, room.org, f"{room.org.slug}-HS-{n:02d}", bound_user=user)
-    async with db.write() as s:
-        s.add(Enrollment(org_id=room.org.id, class_id=room.klass.id, user_id=user.id))
+    await enroll(db, room.klass, [user])
     return Headset(user=user, device=device, token=await token_for(db, clock, user, device))
 
 
@@ -162,45 +237,6 @@ async def add_student(db: Database, clock: ServerClock, room: Classroom, n: int)
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-async def make_org(db: Database, slug: str = "school") -> Org:
-    org = Org(id=new_id(), slug=slug, name=slug.title())
-    async with db.write() as s:
-        s.add(org)
-    return org
-
-
-async def make_lessons(db: Database, org: Org, count: int) -> list[Lesson]:
-    course = Course(id=new_id(), org_id=org.id, title="Science")
-    module = Module(id=new_id(), org_id=org.id, course_id=course.id, title="Cells")
-    lessons = [
-        Lesson(
-            id=new_id(),
-            org_id=org.id,
-            module_id=module.id,
-            title=f"Lesson {i + 1}",
-            apk_package=f"com.example.lesson{i + 1}",
-            position=i,
-        )
-        for i in range(count)
-    ]
-    async with db.write() as s:
-        s.add(course)
-        await s.flush()
-        s.add(module)
-        await s.flush()
-        s.add_all(lessons)
-    return lessons
-
-
-async def make_class(db: Database, org: Org, teacher: User, students: list[User]) -> Class:
-    klass = Class(id=new_id(), org_id=org.id, name="Class 7B", teacher_id=teacher.id)
-    async with db.write() as s:
-        s.add(klass)
-        await s.flush()
-        s.add_all(Enrollment(org_id=org.id, class_id=klass.id, user_id=u.id) for u in students)
-    return klass
 
 
 async def make_session(
@@ -264,7 +300,7 @@ async def classroom(
         for i, u in enumerate(people)
     ]
     klass = await make_class(db, org, teacher, people)
-    lesson_rows = await make_lessons(db, org, lessons)
+    lesson_rows = await make_lessons(db, org, [f"Lesson {i + 1}" for i in range(lessons)])
     session = await make_session(db, org, klass, lesson_rows)
     return TrackingRoom(
         org=org,

@@ -1,37 +1,18 @@
 """Test data for API tests: an org with an admin, two teachers, students, classes, a catalog
-and devices, written into the real database of a running box."""
+and devices, written into the real database of a running box (with tests/factories.py's
+makers), and logging in over HTTP."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from vrlms_edge.domain.passwords import hash_secret
+from tests import factories
+from tests.factories import PASSWORD, PIN, add_headset_device, make_class, make_lessons, make_user
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import (
-    Class,
-    Course,
-    Device,
-    DeviceStatus,
-    Enrollment,
-    Lesson,
-    Module,
-    Org,
-    Role,
-    User,
-)
-
-PIN = "1234"
-PASSWORD = "correct-horse-battery"
-
-
-@functools.cache
-def hashed(secret: str) -> str:
-    # One scrypt per secret for the whole run: a salted hash may be shared by test users.
-    return hash_secret(secret)
+from vrlms_edge.store.models import Class, Device, DeviceStatus, Lesson, Org, Role, User
 
 
 @dataclass
@@ -58,64 +39,26 @@ async def make_org(
     password), students `<p>student0..` (PIN) enrolled in `klass` (taught by `teacher`),
     `other_class` taught by `other_teacher`, and three lessons."""
     p = prefix
-    async with db.write() as s:
-        org = Org(slug=slug, name=f"{slug.title()} School")
-        s.add(org)
-        await s.flush()
-
-        def user(role: Role, nickname: str, *, pin: bool, password: bool) -> User:
-            row = User(
-                org_id=org.id,
-                role=role,
-                nickname=nickname,
-                display_name=nickname.title(),
-                pin_hash=hashed(PIN) if pin else None,
-                password_hash=hashed(PASSWORD) if password else None,
-            )
-            s.add(row)
-            return row
-
-        admin = user(Role.admin, f"{p}admin", pin=False, password=True)
-        teacher = user(Role.teacher, f"{p}teacher", pin=True, password=True)
-        other_teacher = user(Role.teacher, f"{p}teacher2", pin=True, password=True)
-        pupils = [
-            user(Role.student, f"{p}student{i}", pin=True, password=False) for i in range(students)
-        ]
-        await s.flush()
-        klass = Class(org_id=org.id, name=f"{p}Class 7b", teacher_id=teacher.id)
-        other_class = Class(org_id=org.id, name=f"{p}Class 8a", teacher_id=other_teacher.id)
-        s.add_all([klass, other_class])
-        course = Course(org_id=org.id, title="Science")
-        s.add(course)
-        await s.flush()
-        for pupil in pupils:
-            s.add(Enrollment(org_id=org.id, class_id=klass.id, user_id=pupil.id))
-        module = Module(org_id=org.id, course_id=course.id, title="Space")
-        s.add(module)
-        await s.flush()
-        lessons = [
-            Lesson(
-                org_id=org.id,
-                module_id=module.id,
-                title=title,
-                apk_package=f"com.example.{title.lower().replace(' ', '')}",
-                launch={"scene": title},
-                duration_s=600,
-                position=i,
-            )
-            for i, title in enumerate(["Solar System", "Moon Walk", "Mars Base"])
-        ]
-        s.add_all(lessons)
-        await s.flush()
+    org = await factories.make_org(db, slug, name=f"{slug.title()} School")
+    admin = await make_user(db, org, Role.admin, f"{p}admin", password=PASSWORD)
+    teacher = await make_user(db, org, Role.teacher, f"{p}teacher", pin=PIN, password=PASSWORD)
+    other_teacher = await make_user(
+        db, org, Role.teacher, f"{p}teacher2", pin=PIN, password=PASSWORD
+    )
+    pupils = [
+        await make_user(db, org, Role.student, f"{p}student{i}", pin=PIN) for i in range(students)
+    ]
     return OrgWorld(
         org=org,
         admin=admin,
         teacher=teacher,
         other_teacher=other_teacher,
         students=pupils,
-        klass=klass,
-        other_class=other_class,
-        lessons=lessons,
+        klass=await make_class(db, org, teacher, pupils, name=f"{p}Class 7b"),
+        other_class=await make_class(db, org, other_teacher, [], name=f"{p}Class 8a"),
+        lessons=await make_lessons(
+            db, org, ["Solar System", "Moon Walk", "Mars Base"], module="Space", duration_s=600
+        ),
     )
 
 
@@ -127,15 +70,9 @@ async def make_device(
     status: DeviceStatus = DeviceStatus.approved,
     bound_to: User | None = None,
 ) -> Device:
-    async with db.write() as s:
-        row = Device(
-            org_id=world.org.id,
-            device_id=device_id,
-            model="DPVR P1",
-            status=status,
-            bound_user_id=bound_to.id if bound_to else None,
-        )
-        s.add(row)
+    row = await add_headset_device(
+        db, world.org, device_id, status=status, bound_user=bound_to, model="DPVR P1"
+    )
     world.devices[device_id] = row
     return row
 

@@ -9,18 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from vrlms_edge.config import Settings
 from vrlms_edge.discovery.advertiser import mdns_ctx
-from vrlms_edge.domain.auth import LoginGate
 from vrlms_edge.domain.box import ensure_box_identity
-from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BOX, BROADCAST, CLOCK, DB, LOGIN_GATE, OPENAPI, SETTINGS, STARTED, TLS
+from vrlms_edge.keys import BOX, CLOCK, DB, OPENAPI, SETTINGS, TLS
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.live.tracking import tracking_ctx
 from vrlms_edge.store import migrate
@@ -38,12 +33,11 @@ from vrlms_edge.web.api import devices as devices_api
 from vrlms_edge.web.api import sessions as sessions_api
 from vrlms_edge.web.api import timetable as timetable_api
 from vrlms_edge.web.api import users as users_api
-from vrlms_edge.web.middleware import error_middleware
+from vrlms_edge.web.application import base_application
 from vrlms_edge.web.routing import ApiRegistry
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
@@ -95,21 +89,7 @@ async def tls_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, clock: ServerClock | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware],
-        client_max_size=settings.max_body_bytes,
-    )
-    app[SETTINGS] = settings
-    app[CLOCK] = clock or ServerClock()
-    app[STARTED] = app[CLOCK].monotonic()
-    app[LOGIN_GATE] = LoginGate()
-    app[BROADCAST] = NoBroadcast(settings.start_lead_floor_ms)
-    aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
-        autoescape=jinja2.select_autoescape(default=True),
-    )
-    app.router.add_static("/static/", WEB_DIR / "static", name="static")
+    app = base_application(settings, clock=clock)
     for registry in api_registries():
         registry.install(app)
     app[OPENAPI] = openapi.build_document(api_registries())

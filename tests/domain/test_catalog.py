@@ -59,6 +59,29 @@ async def test_course_tree_in_order_and_tombstones(database: Database) -> None:
     assert (await catalog.list_lessons(database, org)).lessons == []
 
 
+async def test_new_entries_go_after_their_live_siblings(database: Database) -> None:
+    """Only live entries of the same parent (org, course, module) hold a place."""
+    now = ServerClock().now
+    org = (await roster.get_or_create_org(database, "school", "School")).id
+    other_org = (await roster.get_or_create_org(database, "other", "Other")).id
+    await catalog.create_course(database, other_org, "Elsewhere")
+    first = await catalog.create_course(database, org, "First")
+    dropped = await catalog.create_course(database, org, "Dropped")
+    await catalog.delete_course(database, org, dropped.id, now=now())
+    assert (first.position, dropped.position) == (0, 1)
+    assert (await catalog.create_course(database, org, "Second")).position == 1
+
+    one = await catalog.create_module(database, org, first.id, "One", position=4)
+    two = await catalog.create_module(database, org, first.id, "Two")
+    assert (one.position, two.position) == (4, 5)
+    a = await catalog.create_lesson(database, org, one.id, "A", "com.vrlms.a", position=7)
+    b = await catalog.create_lesson(database, org, one.id, "B", "com.vrlms.b")
+    c = await catalog.create_lesson(database, org, two.id, "C", "com.vrlms.c")
+    assert (a.position, b.position, c.position) == (7, 8, 0)
+    await catalog.delete_lesson(database, org, b.id, now=now())
+    assert (await catalog.create_lesson(database, org, one.id, "D", "com.vrlms.d")).position == 8
+
+
 @pytest.mark.parametrize(
     ("changes", "path"),
     [

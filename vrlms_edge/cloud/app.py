@@ -11,27 +11,22 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from vrlms_edge.cloud import api, pages
 from vrlms_edge.cloud.store import OrgDatabase
 from vrlms_edge.config import Settings
-from vrlms_edge.domain.auth import LoginGate
-from vrlms_edge.domain.sessions import NoBroadcast
-from vrlms_edge.keys import BROADCAST, CLOCK, DB, LOGIN_GATE, SETTINGS, STARTED
+from vrlms_edge.keys import DB, SETTINGS
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store import migrate
 from vrlms_edge.web.api import accounts as accounts_api
 from vrlms_edge.web.api import catalog as catalog_api
 from vrlms_edge.web.api import classes as classes_api
 from vrlms_edge.web.api import users as users_api
-from vrlms_edge.web.middleware import error_middleware
+from vrlms_edge.web.application import base_application
 from vrlms_edge.web.routing import ADMIN, ApiRegistry
 
 HERE = Path(__file__).parent
-WEB_DIR = HERE.parent / "web"
 
 
 def cloud_database_url(settings: Settings) -> str:
@@ -75,18 +70,7 @@ async def cloud_database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_cloud_app(settings: Settings, *, clock: ServerClock | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
-    app[SETTINGS] = settings
-    app[CLOCK] = clock or ServerClock()
-    app[STARTED] = app[CLOCK].monotonic()
-    app[BROADCAST] = NoBroadcast(settings.start_lead_floor_ms)
-    app[LOGIN_GATE] = LoginGate()
-    aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.FileSystemLoader([HERE / "templates", WEB_DIR / "templates"]),
-        autoescape=jinja2.select_autoescape(default=True),
-    )
-    app.router.add_static("/static/", WEB_DIR / "static", name="static")
+    app = base_application(settings, clock=clock, templates=[HERE / "templates"])
     for registry in cloud_registries():
         registry.install(app)
     pages.install_pages(app)

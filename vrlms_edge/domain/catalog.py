@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -31,6 +31,8 @@ DESCRIPTION_MAX: Final = 10_000
 LAUNCH_MAX_BYTES: Final = 8 * 1024
 # A day: longer than any lesson, short enough to catch a value given in milliseconds.
 DURATION_MAX_S: Final = 24 * 3600
+
+Entry = TypeVar("Entry", Course, Module, Lesson)
 
 
 class LessonView(msgspec.Struct, kw_only=True):
@@ -148,31 +150,46 @@ def _course_view(row: Course, modules: list[ModuleView] | None = None) -> Course
     )
 
 
-async def _course(s: AsyncSession, org_id: str, course_id: str) -> Course:
-    row = await s.get(Course, course_id)
+async def _live(s: AsyncSession, kind: type[Entry], org_id: str, entry_id: str) -> Entry:
+    """The org's entry by id; 404 when it is unknown, another org's or tombstoned."""
+    row = await s.get(kind, entry_id)
     if row is None or row.org_id != org_id or row.deleted_at is not None:
-        raise not_found("course")
+        raise not_found(kind.__name__.lower())
     return row
 
 
+async def _course(s: AsyncSession, org_id: str, course_id: str) -> Course:
+    return await _live(s, Course, org_id, course_id)
+
+
 async def _module(s: AsyncSession, org_id: str, module_id: str) -> Module:
-    row = await s.get(Module, module_id)
-    if row is None or row.org_id != org_id or row.deleted_at is not None:
-        raise not_found("module")
+    row = await _live(s, Module, org_id, module_id)
     await _course(s, org_id, row.course_id)
     return row
 
 
 async def _lesson(s: AsyncSession, org_id: str, lesson_id: str) -> tuple[Lesson, Module]:
-    row = await s.get(Lesson, lesson_id)
-    if row is None or row.org_id != org_id or row.deleted_at is not None:
-        raise not_found("lesson")
+    row = await _live(s, Lesson, org_id, lesson_id)
     return row, await _module(s, org_id, row.module_id)
 
 
-async def _next_position(s: AsyncSession, column: Any, *where: Any) -> int:
-    top = (await s.execute(select(func.max(column)).where(*where))).scalar()
-    return 0 if top is None else int(top) + 1
+async def _add_ordered(s: AsyncSession, row: Entry, parent: Any, position: int | None) -> None:
+    """Add `row` as an ordered child of its parent (`parent` is the column naming it:
+    Course.org_id, Module.course_id, Lesson.module_id): at `position`, or (None) after its
+    last live sibling; tombstoned siblings hold no place."""
+    kind = type(row)
+    if position is None:
+        siblings = (parent == getattr(row, parent.key), kind.deleted_at.is_(None))
+        top = (await s.execute(select(func.max(kind.position)).where(*siblings))).scalar()
+        position = 0 if top is None else int(top) + 1
+    row.position = position
+    s.add(row)
+    await s.flush()
+
+
+async def _tombstone(s: AsyncSession, kind: type[Entry], where: Any, now: datetime) -> None:
+    """Tombstone the live entries of `kind` that `where` selects (what a deleted parent held)."""
+    await s.execute(update(kind).where(where, kind.deleted_at.is_(None)).values(deleted_at=now))
 
 
 # --- courses ------------------------------------------------------------------------------
@@ -189,13 +206,8 @@ async def create_course(
     title, description = _check_title(title), _check_description(description)
     _check_position(position)
     async with db.write() as s:
-        if position is None:
-            position = await _next_position(
-                s, Course.position, Course.org_id == org_id, Course.deleted_at.is_(None)
-            )
-        row = Course(org_id=org_id, title=title, description=description, position=position)
-        s.add(row)
-        await s.flush()
+        row = Course(org_id=org_id, title=title, description=description)
+        await _add_ordered(s, row, Course.org_id, position)
         return _course_view(row)
 
 
@@ -225,16 +237,8 @@ async def delete_course(db: Database, org_id: str, course_id: str, *, now: datet
         row = await _course(s, org_id, course_id)
         row.deleted_at = now
         module_ids = select(Module.id).where(Module.course_id == course_id)
-        await s.execute(
-            update(Lesson)
-            .where(Lesson.module_id.in_(module_ids), Lesson.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
-        await s.execute(
-            update(Module)
-            .where(Module.course_id == course_id, Module.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
+        await _tombstone(s, Lesson, Lesson.module_id.in_(module_ids), now)
+        await _tombstone(s, Module, Module.course_id == course_id, now)
 
 
 # --- modules ------------------------------------------------------------------------------
@@ -248,13 +252,8 @@ async def create_module(
     _check_position(position)
     async with db.write() as s:
         await _course(s, org_id, course_id)
-        if position is None:
-            position = await _next_position(
-                s, Module.position, Module.course_id == course_id, Module.deleted_at.is_(None)
-            )
-        row = Module(org_id=org_id, course_id=course_id, title=title, position=position)
-        s.add(row)
-        await s.flush()
+        row = Module(org_id=org_id, course_id=course_id, title=title)
+        await _add_ordered(s, row, Module.course_id, position)
         return _module_view(row)
 
 
@@ -286,11 +285,7 @@ async def delete_module(db: Database, org_id: str, module_id: str, *, now: datet
     async with db.write() as s:
         row = await _module(s, org_id, module_id)
         row.deleted_at = now
-        await s.execute(
-            update(Lesson)
-            .where(Lesson.module_id == module_id, Lesson.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
+        await _tombstone(s, Lesson, Lesson.module_id == module_id, now)
 
 
 # --- lessons ------------------------------------------------------------------------------
@@ -312,10 +307,6 @@ async def create_lesson(
     _check_position(position)
     async with db.write() as s:
         module = await _module(s, org_id, module_id)
-        if position is None:
-            position = await _next_position(
-                s, Lesson.position, Lesson.module_id == module_id, Lesson.deleted_at.is_(None)
-            )
         row = Lesson(
             org_id=org_id,
             module_id=module_id,
@@ -323,10 +314,8 @@ async def create_lesson(
             apk_package=apk_package,
             launch=launch,
             duration_s=duration_s,
-            position=position,
         )
-        s.add(row)
-        await s.flush()
+        await _add_ordered(s, row, Lesson.module_id, position)
         return _lesson_view(row, module.course_id)
 
 

@@ -16,7 +16,8 @@ and the auto start of scheduled sessions created with `auto_start: true`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 
@@ -41,7 +42,8 @@ from vrlms_edge.store.models import (
     SessionStatus,
     Tenant,
 )
-from vrlms_edge.sync.outbox import enqueue_row, enqueue_rows
+from vrlms_edge.store.raw import RawTable
+from vrlms_edge.sync.outbox import enqueue_raw, enqueue_rows, row_payload
 
 M = TypeVar("M", bound=Tenant)
 
@@ -137,32 +139,54 @@ def position_at(session: Session, now_ms: int) -> int:
     return session.anchor_position_ms + max(0, now_ms - session.anchor_server_ms)
 
 
-async def load_controlled_session(db_session: Any, actor: Principal, session_id: str) -> Session:
-    """The session if `actor` may control it: another org's -> 404, another teacher's -> 403."""
-    row = await db_session.get(Session, session_id)
+def _visible(actor: Principal, row: Session | None) -> Session:
     if row is None or row.org_id != actor.org_id or row.deleted_at is not None:
         raise not_found("session")
-    if actor.role == Role.admin:
-        return row  # type: ignore[no-any-return]
-    if actor.role != Role.teacher:
+    if actor.role not in (Role.admin, Role.teacher):
         raise forbidden()
-    klass = await db_session.get(Class, row.class_id)
+    return row
+
+
+def _check_teacher(actor: Principal, klass: Class | None) -> None:
+    if actor.role == Role.admin:
+        return
     if klass is None or klass.teacher_id != actor.user_id:
         raise forbidden("this session belongs to another teacher's class", "not_your_class")
-    return row  # type: ignore[no-any-return]
 
 
-async def session_lesson_ids(db_session: Any, session_id: str) -> list[str]:
-    rows = await db_session.execute(
-        select(SessionLesson.lesson_id)
-        .where(SessionLesson.session_id == session_id, SessionLesson.deleted_at.is_(None))
-        .order_by(SessionLesson.position)
-    )
-    return list(rows.scalars())
+async def load_controlled_session(db_session: Any, actor: Principal, session_id: str) -> Session:
+    """The session if `actor` may control it: another org's -> 404, another teacher's -> 403."""
+    row = _visible(actor, await db_session.get(Session, session_id))
+    if actor.role != Role.admin:
+        _check_teacher(actor, await db_session.get(Class, row.class_id))
+    return row
 
 
-async def state_of(db_session: Any, row: Session) -> SessionState:
-    lesson = await db_session.get(Lesson, row.lesson_id) if row.lesson_id else None
+# The command path's rows on the hot write lane (store/raw.py).
+SESSIONS: Final = RawTable(Session)
+REVISIONS: Final = RawTable(SessionRevision)
+LESSONS: Final = RawTable(Lesson)
+CLASSES: Final = RawTable(Class)
+_PLAN_SQL: Final = (
+    "SELECT lesson_id FROM session_lessons"
+    " WHERE session_id = ? AND deleted_at IS NULL ORDER BY position"
+)
+
+
+def _controlled_session_raw(conn: sqlite3.Connection, actor: Principal, session_id: str) -> Session:
+    """`load_controlled_session` on the hot write lane."""
+    row = _visible(actor, SESSIONS.get(conn, session_id))
+    if actor.role != Role.admin:
+        _check_teacher(actor, CLASSES.get(conn, row.class_id))
+    return row
+
+
+def _plan_raw(conn: sqlite3.Connection, session_id: str) -> list[str]:
+    return [lesson_id for (lesson_id,) in conn.execute(_PLAN_SQL, (session_id,))]
+
+
+def state_from(row: Session, lesson: Lesson | None) -> SessionState:
+    """The `state` message of a session row (`lesson`: the row's current lesson)."""
     return SessionState(
         session_id=row.id,
         rev=row.rev,
@@ -174,13 +198,18 @@ async def state_of(db_session: Any, row: Session) -> SessionState:
     )
 
 
+async def state_of(db_session: Any, row: Session) -> SessionState:
+    lesson = await db_session.get(Lesson, row.lesson_id) if row.lesson_id else None
+    return state_from(row, lesson)
+
+
 def _check_position(position_ms: int | None) -> None:
     if position_ms is not None and not 0 <= position_ms <= MAX_POSITION_MS:
         raise AppError(422, "validation_error", "position_ms out of range")
 
 
-async def _pick_lesson(db_session: Any, row: Session, wanted: str | None) -> str:
-    ids = await session_lesson_ids(db_session, row.id)
+def _pick_lesson(row: Session, wanted: str | None, plan: Callable[[], list[str]]) -> str:
+    ids = plan()
     if wanted is not None:
         if wanted not in ids:
             raise not_found("lesson in this session")
@@ -196,15 +225,18 @@ def _invalid(action: Action, status: str) -> AppError:
     return conflict("invalid_transition", f"cannot {action.value} a session that is {status}")
 
 
-async def _apply(db_session: Any, row: Session, change: Change, now_ms: int, lead_ms: int) -> None:
-    """Compute the next state into `row` (not yet persisted)."""
+def _apply(
+    row: Session, change: Change, now_ms: int, lead_ms: int, plan: Callable[[], list[str]]
+) -> None:
+    """Compute the next state into `row` (not yet persisted); `plan()` reads the session's
+    lesson ids (only play and launch need them)."""
     status = SessionStatus(row.status)
     action = change.action
     _check_position(change.position_ms)
     if action == Action.play:
         if status == SessionStatus.playing:
             raise _invalid(action, status)
-        lesson_id = await _pick_lesson(db_session, row, change.lesson_id)
+        lesson_id = _pick_lesson(row, change.lesson_id, plan)
         if change.position_ms is not None:
             position = change.position_ms
         elif status == SessionStatus.paused and lesson_id == row.lesson_id:
@@ -229,7 +261,7 @@ async def _apply(db_session: Any, row: Session, change: Change, now_ms: int, lea
         row.status = SessionStatus.stopped
     elif action == Action.launch:
         # Headsets open the lesson's app and hold at the start; play follows.
-        row.lesson_id = await _pick_lesson(db_session, row, change.lesson_id)
+        row.lesson_id = _pick_lesson(row, change.lesson_id, plan)
         row.anchor_position_ms = change.position_ms or 0
         row.anchor_server_ms = now_ms
         if status == SessionStatus.playing:
@@ -266,7 +298,7 @@ def _lead(change: Change, broadcast: StateBroadcast, session_id: str) -> int:
     return broadcast.lead_ms(session_id)
 
 
-Loader = Callable[[AsyncSession], Awaitable[Session]]
+Loader = Callable[[sqlite3.Connection], Session]
 
 
 async def _commit_change(
@@ -277,17 +309,16 @@ async def _commit_change(
     change: Change,
     load: Loader,
     actor_id: str | None,
-    *,
-    with_view: bool = False,
-) -> tuple[SessionState, SessionView | None]:
+) -> tuple[Session, SessionState]:
+    """Persist the change as a new rev (one transaction on the hot write lane), then publish
+    it. Returns the row as committed (transient) and its state."""
     lead_ms = _lead(change, broadcast, session_id)
-    async with db.write() as s:
-        row = await load(s)
-        if not db.is_sqlite:
-            # Serialize concurrent commands on one session (SQLite: the write lock does it).
-            await s.refresh(row, with_for_update=True)
+
+    def commit(conn: sqlite3.Connection) -> tuple[Session, SessionState]:
+        row = load(conn)
+        before = SESSIONS.snapshot(row)
         now_ms = clock.now_ms()
-        await _apply(s, row, change, now_ms, lead_ms)
+        _apply(row, change, now_ms, lead_ms, lambda: _plan_raw(conn, row.id))
         row.rev += 1
         if row.status == SessionStatus.playing:
             row.ended_at = None
@@ -295,7 +326,9 @@ async def _commit_change(
                 row.started_at = clock.now()
         if row.status == SessionStatus.stopped:
             row.ended_at = clock.now()
-        s.add(
+        SESSIONS.update(conn, row, before)
+        REVISIONS.insert(
+            conn,
             SessionRevision(
                 org_id=row.org_id,
                 session_id=row.id,
@@ -308,16 +341,16 @@ async def _commit_change(
                 anchor_position_ms=row.anchor_position_ms,
                 attention_on=row.attention_on,
                 attention_message=row.attention_message,
-            )
+            ),
         )
-        await s.flush()
         # The org server gets the session's newest state with the same commit.
-        await enqueue_row(s, row)
-        view = await session_view(s, row) if with_view else None
-        state = view.state if view is not None else await state_of(s, row)
-        class_id, org_id = row.class_id, row.org_id
-    broadcast.publish(org_id, class_id, state)
-    return state, view
+        enqueue_raw(conn, [(row.org_id, "sessions", row.id, row_payload(row))])
+        lesson = LESSONS.get(conn, row.lesson_id) if row.lesson_id else None
+        return row, state_from(row, lesson)
+
+    row, state = await db.write_raw(commit)
+    broadcast.publish(row.org_id, row.class_id, state)
+    return row, state
 
 
 async def change_state(
@@ -329,11 +362,7 @@ async def change_state(
     change: Change,
 ) -> SessionState:
     """Apply one teacher command: new rev, persisted, then published. Raises AppError."""
-
-    async def load(s: AsyncSession) -> Session:
-        return await load_controlled_session(s, actor, session_id)
-
-    state, _ = await _commit_change(db, clock, broadcast, session_id, change, load, actor.user_id)
+    _, state = await _command(db, clock, broadcast, actor, session_id, change)
     return state
 
 
@@ -346,15 +375,24 @@ async def change_session(
     change: Change,
 ) -> SessionView:
     """`change_state`, answering the whole session object as of the new rev (REST)."""
+    row, state = await _command(db, clock, broadcast, actor, session_id, change)
+    async with db.read() as s:
+        view = await session_view(s, row)
+    return msgspec.structs.replace(view, state=state)
 
-    async def load(s: AsyncSession) -> Session:
-        return await load_controlled_session(s, actor, session_id)
 
-    _, view = await _commit_change(
-        db, clock, broadcast, session_id, change, load, actor.user_id, with_view=True
-    )
-    assert view is not None
-    return view
+async def _command(
+    db: Database,
+    clock: ServerClock,
+    broadcast: StateBroadcast,
+    actor: Principal,
+    session_id: str,
+    change: Change,
+) -> tuple[Session, SessionState]:
+    def load(conn: sqlite3.Connection) -> Session:
+        return _controlled_session_raw(conn, actor, session_id)
+
+    return await _commit_change(db, clock, broadcast, session_id, change, load, actor.user_id)
 
 
 # --- sessions as objects: create, lessons, schedule, views ------------------------------------
@@ -813,8 +851,8 @@ async def auto_start(
     due (a teacher started it, or changed its schedule, meanwhile)."""
     now = clock.now()
 
-    async def load(s: AsyncSession) -> Session:
-        row = await s.get(Session, session_id)
+    def load(conn: sqlite3.Connection) -> Session:
+        row = SESSIONS.get(conn, session_id)
         if row is None or row.deleted_at is not None:
             raise not_found("session")
         start = row.scheduled_start_at
@@ -831,7 +869,7 @@ async def auto_start(
         return row
 
     try:
-        state, _ = await _commit_change(
+        _, state = await _commit_change(
             db, clock, broadcast, session_id, Change(action=Action.play), load, None
         )
         return state

@@ -4,17 +4,23 @@ SQLite allows one writer at a time. Writers in this process queue on an asyncio 
 a dedicated connection whose transactions open with BEGIN IMMEDIATE, so a write never fails
 with "database is locked"; other processes (a CLI backup, say) are waited for through
 busy_timeout. On PostgreSQL, writes run concurrently and the database arbitrates.
+
+Hot paths (teacher commands, event batches) use `write_raw` instead: their whole transaction
+runs as one call on a writer thread with its own sqlite3 connection (store/raw.py), behind the
+same lock, so it costs one thread round trip instead of one per statement.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 BUSY_TIMEOUT_MS: Final = 30_000
+T = TypeVar("T")
 
 
 class Database:
@@ -43,6 +50,10 @@ class Database:
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock()
+        self._sqlite_synchronous = sqlite_synchronous
+        self._raw_path = make_url(url).database if self.is_sqlite else None
+        self._raw_conn: sqlite3.Connection | None = None
+        self._raw_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -60,7 +71,40 @@ class Database:
         async with self._write_lock, self._write_sessions() as session, session.begin():
             yield session
 
+    async def write_raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` as one write transaction on the writer thread (SQLite only):
+        committed when it returns, rolled back when it raises."""
+        if self._raw_path is None:
+            raise RuntimeError("write_raw needs SQLite")
+        async with self._write_lock:
+            done = asyncio.get_running_loop().run_in_executor(self._raw_thread, self._raw, work)
+            try:
+                return await asyncio.shield(done)
+            finally:
+                if not done.done():  # cancelled: keep the lock until the transaction ended
+                    await asyncio.wait([done])
+
+    def _raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._raw_conn
+        if conn is None:
+            assert self._raw_path is not None
+            conn = sqlite3.connect(self._raw_path, isolation_level=None, check_same_thread=False)
+            _apply_pragmas(conn, self._sqlite_synchronous)
+            self._raw_conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
     async def dispose(self) -> None:
+        if self._raw_conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._raw_thread, self._raw_conn.close)
+            self._raw_conn = None
+        self._raw_thread.shutdown(wait=False)
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
@@ -73,13 +117,17 @@ def _install_sqlite_pragmas(engine: AsyncEngine, synchronous: str, *, begin: str
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver so that BEGIN IMMEDIATE is ours to issue.
         dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.close()
+        _apply_pragmas(dbapi_conn, synchronous)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin)
+
+
+def _apply_pragmas(dbapi_conn: Any, synchronous: str) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
+    cursor.close()

@@ -13,6 +13,7 @@ the data can never disagree after a crash.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from datetime import date, datetime
 from enum import Enum
@@ -23,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
+from vrlms_edge.store.raw import RawTable
 
 # SyncState row holding the last version handed out.
 VERSION_COUNTER: Final = "outbox_version"
@@ -60,45 +62,79 @@ async def next_versions(s: AsyncSession, count: int) -> int:
     return first
 
 
-async def enqueue_many(s: AsyncSession, items: list[tuple[str, str, str, dict[str, Any]]]) -> int:
-    """Record the newest state of many objects at once: (org_id, entity, entity_id, payload)
-    each. One statement per chunk: this is what a batch writer should call. Returns the
-    number of objects queued."""
-    newest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-    for org_id, entity, entity_id, payload in items:
-        newest[(entity, entity_id)] = (org_id, payload)  # a later state of one object wins
+Item = tuple[str, str, str, dict[str, Any]]  # (org_id, entity, entity_id, payload)
+_CONFLICT: Final = ("entity", "entity_id")
+_REPLACED: Final = ("org_id", "version", "payload", "updated_at")
+
+
+Newest = dict[tuple[str, str], tuple[str, dict[str, Any]]]
+
+
+def _newest(items: list[Item]) -> Newest:
+    """(entity, entity_id) -> (org_id, payload); a later state of one object wins."""
+    return {(entity, entity_id): (org_id, payload) for org_id, entity, entity_id, payload in items}
+
+
+def _outbox_rows(newest: Newest, first_version: int) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "org_id": org_id,
+            "entity": entity,
+            "entity_id": entity_id,
+            "version": first_version + i,
+            "payload": payload,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i, ((entity, entity_id), (org_id, payload)) in enumerate(newest.items())
+    ]
+
+
+async def enqueue_many(s: AsyncSession, items: list[Item]) -> int:
+    """Record the newest state of many objects at once. One statement per chunk: this is
+    what a batch writer should call. Returns the number of objects queued."""
+    newest = _newest(items)
     if not newest:
         return 0
-    version = await next_versions(s, len(newest))
-    now = utcnow()
-    rows = []
-    for (entity, entity_id), (org_id, payload) in newest.items():
-        rows.append(
-            {
-                "org_id": org_id,
-                "entity": entity,
-                "entity_id": entity_id,
-                "version": version,
-                "payload": payload,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        version += 1
+    rows = _outbox_rows(newest, await next_versions(s, len(newest)))
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     table: Any = OutboxEntry.__table__
     stmt = dialect.insert(table)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.entity, table.c.entity_id],
-        set_={
-            "org_id": stmt.excluded.org_id,
-            "version": stmt.excluded.version,
-            "payload": stmt.excluded.payload,
-            "updated_at": stmt.excluded.updated_at,
-        },
+        index_elements=[table.c[k] for k in _CONFLICT],
+        set_={k: stmt.excluded[k] for k in _REPLACED},
     )
     # One compiled statement for all rows (executemany).
     await (await s.connection()).execute(stmt, rows)
+    return len(rows)
+
+
+_OUTBOX: Final = RawTable(OutboxEntry)
+_SYNC_STATE: Final = RawTable(SyncState)
+
+
+def enqueue_raw(conn: sqlite3.Connection, items: list[Item]) -> int:
+    """`enqueue_many` inside a transaction of the hot write lane (store/raw.py)."""
+    newest = _newest(items)
+    if not newest:
+        return 0
+    counter = _SYNC_STATE.get(conn, VERSION_COUNTER)
+    first = (int(counter.value.get("n", 0)) if counter is not None else 0) + 1
+    _SYNC_STATE.upsert(
+        conn,
+        [
+            {
+                "name": VERSION_COUNTER,
+                "value": {"n": first + len(newest) - 1},
+                "updated_at": utcnow(),
+            }
+        ],
+        conflict=("name",),
+        update=("value", "updated_at"),
+    )
+    rows = _outbox_rows(newest, first)
+    _OUTBOX.upsert(conn, rows, conflict=_CONFLICT, update=_REPLACED)
     return len(rows)
 
 

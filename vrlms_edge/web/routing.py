@@ -3,7 +3,8 @@
 `api.route(...)` registers a handler with who may call it (`roles=None`: anyone) and the
 msgspec types of its body, query and answer. The same declarations install the routes, check
 roles before the handler runs, and generate the OpenAPI document, so a route cannot exist
-without saying who may call it.
+without saying who may call it. A route that is one domain call for the caller's org is its
+declaration plus `return await org_answer(request, domain_call, ...)`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -20,12 +21,15 @@ from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.tokens import resolve_token
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
+from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+P = ParamSpec("P")
 
-PRINCIPAL: Final = "vrlms.principal"
+# The caller of a guarded route, once authenticated (principal_of reads it).
+PRINCIPAL: Final = web.RequestKey("vrlms.principal", Principal)
 ANYONE: Final = None
 ALL_ROLES: Final = frozenset(Role)
 STAFF: Final = frozenset({Role.teacher, Role.admin})
@@ -53,6 +57,10 @@ class ApiRoute:
     content_type: str = "application/json"
     # Also accept the token as `?token=` (feeds that calendar apps subscribe to).
     token_in_query: bool = False
+
+
+# The declaration of the guarded route a request is for (org_answer answers by it).
+ROUTE: Final = web.RequestKey("vrlms.route", ApiRoute)
 
 
 @dataclass(slots=True)
@@ -112,6 +120,7 @@ def _guarded(route: ApiRoute) -> Handler:
         principal = await authenticate(request, query_token)
         if principal.role not in roles:
             raise AppError(403, "forbidden", "your role may not call this endpoint")
+        request[ROUTE] = route
         return await route.handler(request)
 
     handler.__name__ = route.handler.__name__
@@ -188,6 +197,30 @@ def parse_query(request: web.Request, schema: type[T]) -> T:
         return msgspec.convert(values, schema, strict=False)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from exc
+
+
+def query_args(request: web.Request) -> dict[str, Any]:
+    """The query the route declares, parsed (422 on bad values), as keyword arguments."""
+    schema = request[ROUTE].query
+    if schema is None:
+        raise TypeError(f"{request[ROUTE].path} declares no query")
+    return msgspec.structs.asdict(parse_query(request, schema))
+
+
+async def org_answer(
+    request: web.Request,
+    call: Callable[Concatenate[Database, str, P], Awaitable[object]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> web.Response:
+    """The answer of a guarded route that is one domain call for the caller's org:
+    `call(db, org_id, *args, **kwargs)` as JSON, with the status the route declares (a
+    declared 204 answers no body), so declaration and answer cannot disagree."""
+    found = await call(request.app[DB], principal_of(request).org_id, *args, **kwargs)
+    status = request[ROUTE].status
+    if status == 204:
+        return web.Response(status=204)
+    return json_response(found, status=status)
 
 
 def json_response(

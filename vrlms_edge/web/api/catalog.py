@@ -19,9 +19,11 @@ from vrlms_edge.web.routing import (
     ALL_ROLES,
     ApiRegistry,
     json_response,
+    org_answer,
     parse_body,
     parse_query,
     principal_of,
+    query_args,
 )
 
 routes = ApiRegistry()
@@ -97,10 +99,6 @@ def _offset(cursor: str | None) -> int:
     return after[0]
 
 
-def _org(request: web.Request) -> str:
-    return principal_of(request).org_id
-
-
 # --- courses -----------------------------------------------------------------------------------
 
 
@@ -117,7 +115,7 @@ async def list_courses(request: web.Request) -> web.Response:
     query = parse_query(request, PageQuery)
     size = clamp_limit(query.limit)
     offset = _offset(query.cursor)
-    tree = await catalog.course_tree(request.app[DB], _org(request))
+    tree = await catalog.course_tree(request.app[DB], principal_of(request).org_id)
     page = tree[offset : offset + size]
     more = offset + size < len(tree)
     return json_response(
@@ -134,8 +132,7 @@ async def list_courses(request: web.Request) -> web.Response:
     response=CourseView,
 )
 async def get_course(request: web.Request) -> web.Response:
-    view = await catalog.get_course(request.app[DB], _org(request), request.match_info["course_id"])
-    return json_response(view)
+    return await org_answer(request, catalog.get_course, request.match_info["course_id"])
 
 
 @routes.route(
@@ -150,10 +147,9 @@ async def get_course(request: web.Request) -> web.Response:
 )
 async def create_course(request: web.Request) -> web.Response:
     body = await parse_body(request, NewCourse)
-    view = await catalog.create_course(
-        request.app[DB], _org(request), body.title, body.description, body.position
+    return await org_answer(
+        request, catalog.create_course, body.title, body.description, body.position
     )
-    return json_response(view, status=201)
 
 
 @routes.route(
@@ -167,15 +163,14 @@ async def create_course(request: web.Request) -> web.Response:
 )
 async def update_course(request: web.Request) -> web.Response:
     body = await parse_body(request, CourseChange)
-    view = await catalog.update_course(
-        request.app[DB],
-        _org(request),
+    return await org_answer(
+        request,
+        catalog.update_course,
         request.match_info["course_id"],
         title=body.title,
         description=body.description,
         position=body.position,
     )
-    return json_response(view)
 
 
 @routes.route(
@@ -187,13 +182,10 @@ async def update_course(request: web.Request) -> web.Response:
     status=204,
 )
 async def delete_course(request: web.Request) -> web.Response:
-    await catalog.delete_course(
-        request.app[DB],
-        _org(request),
-        request.match_info["course_id"],
-        now=request.app[CLOCK].now(),
+    now = request.app[CLOCK].now()
+    return await org_answer(
+        request, catalog.delete_course, request.match_info["course_id"], now=now
     )
-    return web.Response(status=204)
 
 
 # --- modules -----------------------------------------------------------------------------------
@@ -212,10 +204,9 @@ async def delete_course(request: web.Request) -> web.Response:
 )
 async def create_module(request: web.Request) -> web.Response:
     body = await parse_body(request, NewModule)
-    view = await catalog.create_module(
-        request.app[DB], _org(request), body.course_id, body.title, body.position
+    return await org_answer(
+        request, catalog.create_module, body.course_id, body.title, body.position
     )
-    return json_response(view, status=201)
 
 
 @routes.route(
@@ -229,15 +220,14 @@ async def create_module(request: web.Request) -> web.Response:
 )
 async def update_module(request: web.Request) -> web.Response:
     body = await parse_body(request, ModuleChange)
-    view = await catalog.update_module(
-        request.app[DB],
-        _org(request),
+    return await org_answer(
+        request,
+        catalog.update_module,
         request.match_info["module_id"],
         title=body.title,
         position=body.position,
         course_id=body.course_id,
     )
-    return json_response(view)
 
 
 @routes.route(
@@ -249,13 +239,10 @@ async def update_module(request: web.Request) -> web.Response:
     status=204,
 )
 async def delete_module(request: web.Request) -> web.Response:
-    await catalog.delete_module(
-        request.app[DB],
-        _org(request),
-        request.match_info["module_id"],
-        now=request.app[CLOCK].now(),
+    now = request.app[CLOCK].now()
+    return await org_answer(
+        request, catalog.delete_module, request.match_info["module_id"], now=now
     )
-    return web.Response(status=204)
 
 
 # --- lessons -----------------------------------------------------------------------------------
@@ -271,17 +258,9 @@ async def delete_module(request: web.Request) -> web.Response:
     response=LessonPage,
 )
 async def list_lessons(request: web.Request) -> web.Response:
-    query = parse_query(request, LessonQuery)
-    _offset(query.cursor)  # refuse a foreign cursor before the catalog reads it
-    page = await catalog.list_lessons(
-        request.app[DB],
-        _org(request),
-        course_id=query.course_id,
-        module_id=query.module_id,
-        limit=query.limit,
-        cursor=query.cursor,
-    )
-    return json_response(page)
+    query = query_args(request)
+    _offset(query["cursor"])  # refuse a foreign cursor before the catalog reads it
+    return await org_answer(request, catalog.list_lessons, **query)
 
 
 @routes.route(
@@ -293,8 +272,7 @@ async def list_lessons(request: web.Request) -> web.Response:
     response=LessonView,
 )
 async def get_lesson(request: web.Request) -> web.Response:
-    view = await catalog.get_lesson(request.app[DB], _org(request), request.match_info["lesson_id"])
-    return json_response(view)
+    return await org_answer(request, catalog.get_lesson, request.match_info["lesson_id"])
 
 
 @routes.route(
@@ -310,9 +288,9 @@ async def get_lesson(request: web.Request) -> web.Response:
 )
 async def create_lesson(request: web.Request) -> web.Response:
     body = await parse_body(request, NewLesson)
-    view = await catalog.create_lesson(
-        request.app[DB],
-        _org(request),
+    return await org_answer(
+        request,
+        catalog.create_lesson,
         body.module_id,
         body.title,
         body.apk_package,
@@ -320,7 +298,6 @@ async def create_lesson(request: web.Request) -> web.Response:
         body.duration_s,
         body.position,
     )
-    return json_response(view, status=201)
 
 
 @routes.route(
@@ -334,9 +311,9 @@ async def create_lesson(request: web.Request) -> web.Response:
 )
 async def update_lesson(request: web.Request) -> web.Response:
     body = await parse_body(request, LessonChange)
-    view = await catalog.update_lesson(
-        request.app[DB],
-        _org(request),
+    return await org_answer(
+        request,
+        catalog.update_lesson,
         request.match_info["lesson_id"],
         title=body.title,
         apk_package=body.apk_package,
@@ -345,7 +322,6 @@ async def update_lesson(request: web.Request) -> web.Response:
         position=body.position,
         module_id=body.module_id,
     )
-    return json_response(view)
 
 
 @routes.route(
@@ -357,10 +333,7 @@ async def update_lesson(request: web.Request) -> web.Response:
     status=204,
 )
 async def delete_lesson(request: web.Request) -> web.Response:
-    await catalog.delete_lesson(
-        request.app[DB],
-        _org(request),
-        request.match_info["lesson_id"],
-        now=request.app[CLOCK].now(),
+    now = request.app[CLOCK].now()
+    return await org_answer(
+        request, catalog.delete_lesson, request.match_info["lesson_id"], now=now
     )
-    return web.Response(status=204)

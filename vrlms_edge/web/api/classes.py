@@ -18,10 +18,10 @@ from vrlms_edge.web.routing import (
     ALL_ROLES,
     STAFF,
     ApiRegistry,
-    json_response,
+    org_answer,
     parse_body,
-    parse_query,
     principal_of,
+    query_args,
 )
 
 routes = ApiRegistry()
@@ -60,17 +60,14 @@ async def _visible(request: web.Request) -> str:
     response=ClassPage,
 )
 async def list_classes(request: web.Request) -> web.Response:
-    query = parse_query(request, PageQuery)
     who = principal_of(request)
-    page = await roster.list_classes(
-        request.app[DB],
-        who.org_id,
+    return await org_answer(
+        request,
+        roster.list_classes,
         teacher_id=who.user_id if who.role == Role.teacher else None,
         student_id=who.user_id if who.role == Role.student else None,
-        limit=query.limit,
-        cursor=query.cursor,
+        **query_args(request),
     )
-    return json_response(page)
 
 
 @routes.route(
@@ -82,9 +79,7 @@ async def list_classes(request: web.Request) -> web.Response:
     response=ClassView,
 )
 async def get_class(request: web.Request) -> web.Response:
-    class_id = await _visible(request)
-    view = await roster.get_class(request.app[DB], principal_of(request).org_id, class_id)
-    return json_response(view)
+    return await org_answer(request, roster.get_class, await _visible(request))
 
 
 @routes.route(
@@ -100,10 +95,7 @@ async def get_class(request: web.Request) -> web.Response:
 )
 async def create_class(request: web.Request) -> web.Response:
     body = await parse_body(request, NewClass)
-    view = await roster.create_class(
-        request.app[DB], principal_of(request).org_id, body.name, body.teacher_id
-    )
-    return json_response(view, status=201)
+    return await org_answer(request, roster.create_class, body.name, body.teacher_id)
 
 
 @routes.route(
@@ -119,14 +111,13 @@ async def create_class(request: web.Request) -> web.Response:
 async def update_class(request: web.Request) -> web.Response:
     body = await parse_body(request, ClassChange)
     name = None if isinstance(body.name, msgspec.UnsetType) else body.name
-    view = await roster.update_class(
-        request.app[DB],
-        principal_of(request).org_id,
+    return await org_answer(
+        request,
+        roster.update_class,
         request.match_info["class_id"],
         name=name,
         teacher_id=body.teacher_id,
     )
-    return json_response(view)
 
 
 @routes.route(
@@ -138,13 +129,8 @@ async def update_class(request: web.Request) -> web.Response:
     status=204,
 )
 async def delete_class(request: web.Request) -> web.Response:
-    await roster.delete_class(
-        request.app[DB],
-        principal_of(request).org_id,
-        request.match_info["class_id"],
-        now=request.app[CLOCK].now(),
-    )
-    return web.Response(status=204)
+    now = request.app[CLOCK].now()
+    return await org_answer(request, roster.delete_class, request.match_info["class_id"], now=now)
 
 
 @routes.route(
@@ -158,11 +144,7 @@ async def delete_class(request: web.Request) -> web.Response:
 )
 async def enroll(request: web.Request) -> web.Response:
     body = await parse_body(request, UserIds)
-    class_id = await _visible(request)
-    view = await roster.enroll(
-        request.app[DB], principal_of(request).org_id, class_id, body.user_ids
-    )
-    return json_response(view)
+    return await org_answer(request, roster.enroll, await _visible(request), body.user_ids)
 
 
 @routes.route(
@@ -176,12 +158,5 @@ async def enroll(request: web.Request) -> web.Response:
 )
 async def unenroll(request: web.Request) -> web.Response:
     body = await parse_body(request, UserIds)
-    class_id = await _visible(request)
-    view = await roster.unenroll(
-        request.app[DB],
-        principal_of(request).org_id,
-        class_id,
-        body.user_ids,
-        now=request.app[CLOCK].now(),
-    )
-    return json_response(view)
+    class_id, now = await _visible(request), request.app[CLOCK].now()
+    return await org_answer(request, roster.unenroll, class_id, body.user_ids, now=now)

@@ -17,9 +17,9 @@ from vrlms_edge.web.routing import (
     STAFF,
     ApiRegistry,
     json_response,
+    org_answer,
     parse_body,
-    parse_query,
-    principal_of,
+    query_args,
 )
 
 routes = ApiRegistry()
@@ -90,15 +90,7 @@ async def register(request: web.Request) -> web.Response:
     response=DevicePage,
 )
 async def list_devices(request: web.Request) -> web.Response:
-    query = parse_query(request, DeviceQuery)
-    page = await devices.list_devices(
-        request.app[DB],
-        principal_of(request).org_id,
-        status=query.status,
-        limit=query.limit,
-        cursor=query.cursor,
-    )
-    return json_response(page)
+    return await org_answer(request, devices.list_devices, **query_args(request))
 
 
 @routes.route(
@@ -110,8 +102,7 @@ async def list_devices(request: web.Request) -> web.Response:
     response=DeviceView,
 )
 async def get_device(request: web.Request) -> web.Response:
-    view = await devices.get_device(request.app[DB], principal_of(request).org_id, _device(request))
-    return json_response(view)
+    return await org_answer(request, devices.get_device, _device(request))
 
 
 @routes.route(
@@ -123,10 +114,7 @@ async def get_device(request: web.Request) -> web.Response:
     response=DeviceView,
 )
 async def approve(request: web.Request) -> web.Response:
-    view = await devices.approve_device(
-        request.app[DB], principal_of(request).org_id, _device(request)
-    )
-    return json_response(view)
+    return await org_answer(request, devices.approve_device, _device(request))
 
 
 @routes.route(
@@ -138,13 +126,8 @@ async def approve(request: web.Request) -> web.Response:
     response=DeviceView,
 )
 async def block(request: web.Request) -> web.Response:
-    view = await devices.block_device(
-        request.app[DB],
-        principal_of(request).org_id,
-        _device(request),
-        now=request.app[CLOCK].now(),
-    )
-    return json_response(view)
+    now = request.app[CLOCK].now()
+    return await org_answer(request, devices.block_device, _device(request), now=now)
 
 
 @routes.route(
@@ -158,10 +141,7 @@ async def block(request: web.Request) -> web.Response:
 )
 async def bind(request: web.Request) -> web.Response:
     body = await parse_body(request, Binding)
-    view = await devices.bind_device(
-        request.app[DB], principal_of(request).org_id, _device(request), body.user_id
-    )
-    return json_response(view)
+    return await org_answer(request, devices.bind_device, _device(request), body.user_id)
 
 
 @routes.route(
@@ -173,7 +153,4 @@ async def bind(request: web.Request) -> web.Response:
     response=DeviceView,
 )
 async def unbind(request: web.Request) -> web.Response:
-    view = await devices.unbind_device(
-        request.app[DB], principal_of(request).org_id, _device(request)
-    )
-    return json_response(view)
+    return await org_answer(request, devices.unbind_device, _device(request))

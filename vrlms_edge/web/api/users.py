@@ -17,9 +17,10 @@ from vrlms_edge.web.routing import (
     STAFF,
     ApiRegistry,
     json_response,
+    org_answer,
     parse_body,
-    parse_query,
     principal_of,
+    query_args,
 )
 
 routes = ApiRegistry()
@@ -66,15 +67,7 @@ def _user_id(request: web.Request) -> str:
     response=UserPage,
 )
 async def list_users(request: web.Request) -> web.Response:
-    query = parse_query(request, UserQuery)
-    page = await roster.list_users(
-        request.app[DB],
-        principal_of(request).org_id,
-        role=query.role,
-        limit=query.limit,
-        cursor=query.cursor,
-    )
-    return json_response(page)
+    return await org_answer(request, roster.list_users, **query_args(request))
 
 
 @routes.route(
@@ -86,8 +79,7 @@ async def list_users(request: web.Request) -> web.Response:
     response=UserView,
 )
 async def get_user(request: web.Request) -> web.Response:
-    view = await roster.get_user(request.app[DB], principal_of(request).org_id, _user_id(request))
-    return json_response(view)
+    return await org_answer(request, roster.get_user, _user_id(request))
 
 
 @routes.route(
@@ -103,16 +95,15 @@ async def get_user(request: web.Request) -> web.Response:
 )
 async def create_user(request: web.Request) -> web.Response:
     body = await parse_body(request, NewUser)
-    view = await roster.create_user(
-        request.app[DB],
-        principal_of(request).org_id,
+    return await org_answer(
+        request,
+        roster.create_user,
         body.role,
         body.nickname,
         body.display_name,
         body.pin,
         body.password,
     )
-    return json_response(view, status=201)
 
 
 @routes.route(
@@ -124,10 +115,7 @@ async def create_user(request: web.Request) -> web.Response:
     response=UserView,
 )
 async def disable(request: web.Request) -> web.Response:
-    view = await roster.disable_user(
-        request.app[DB], principal_of(request).org_id, _user_id(request)
-    )
-    return json_response(view)
+    return await org_answer(request, roster.disable_user, _user_id(request))
 
 
 @routes.route(
@@ -139,10 +127,7 @@ async def disable(request: web.Request) -> web.Response:
     response=UserView,
 )
 async def enable(request: web.Request) -> web.Response:
-    view = await roster.enable_user(
-        request.app[DB], principal_of(request).org_id, _user_id(request)
-    )
-    return json_response(view)
+    return await org_answer(request, roster.enable_user, _user_id(request))
 
 
 @routes.route(

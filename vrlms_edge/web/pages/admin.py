@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,10 @@ from vrlms_edge.keys import BOX, CLOCK, DB, SETTINGS, STARTED
 from vrlms_edge.store import backup as store_backup
 from vrlms_edge.store.models import Role
 from vrlms_edge.sync.worker import sync_status
-from vrlms_edge.web.pages.guard import Page, page, redirect
+from vrlms_edge.web.pages.forms import Action, dispatch, field, flash, optional
+from vrlms_edge.web.pages.guard import Page, page
 
 ADMIN = (Role.admin,)
-Action = Callable[[Page], Awaitable[str]]
-
-
-def _field(p: Page, name: str) -> str:
-    return str(p.form.get(name, "")).strip()
-
-
-def _optional(p: Page, name: str) -> str | None:
-    return _field(p, name) or None
-
-
-async def _apply(back: str, p: Page, action: Action) -> web.Response:
-    try:
-        message = await action(p)
-    except AppError as err:
-        return redirect(back, error=err.message)
-    return redirect(back, ok=message)
-
-
-def _flash(request: web.Request) -> dict[str, str | None]:
-    return {"ok": request.query.get("ok"), "error": request.query.get("error")}
 
 
 async def _managed(request: web.Request) -> dict[str, bool]:
@@ -90,7 +69,7 @@ async def status(request: web.Request, p: Page) -> web.StreamResponse:
             settings=shown,
             counts=counts,
             sync=await _sync_status(request),
-            **_flash(request),
+            **flash(request),
         ),
     )
 
@@ -123,7 +102,7 @@ async def users(request: web.Request, p: Page) -> web.StreamResponse:
         p.context(
             users=listing.users,
             next_cursor=listing.next_cursor,
-            **_flash(request),
+            **flash(request),
             **await _managed(request),
         ),
     )
@@ -133,36 +112,35 @@ async def users(request: web.Request, p: Page) -> web.StreamResponse:
 async def users_post(request: web.Request, p: Page) -> web.StreamResponse:
     db = request.app[DB]
     org = p.me.org_id
-    op = _field(p, "op")
 
     async def create(p: Page) -> str:
         user = await roster.create_user(
             db,
             org,
-            _field(p, "role"),
-            _field(p, "nickname"),
-            _field(p, "display_name") or _field(p, "nickname"),
-            pin=_optional(p, "pin"),
-            password=_optional(p, "password"),
+            field(p, "role"),
+            field(p, "nickname"),
+            field(p, "display_name") or field(p, "nickname"),
+            pin=optional(p, "pin"),
+            password=optional(p, "password"),
         )
         return f"created {user.nickname}"
 
     async def set_pin(p: Page) -> str:
-        user = await roster.set_pin(db, org, _field(p, "user_id"), _field(p, "pin"))
+        user = await roster.set_pin(db, org, field(p, "user_id"), field(p, "pin"))
         return f"PIN of {user.nickname} changed"
 
     async def set_password(p: Page) -> str:
-        user = await roster.set_password(db, org, _field(p, "user_id"), _field(p, "password"))
+        user = await roster.set_password(db, org, field(p, "user_id"), field(p, "password"))
         return f"password of {user.nickname} changed"
 
     async def disable(p: Page) -> str:
-        if _field(p, "user_id") == p.me.user_id:
+        if field(p, "user_id") == p.me.user_id:
             raise AppError(409, "cannot_disable_self", "you cannot disable your own account")
-        user = await roster.disable_user(db, org, _field(p, "user_id"))
+        user = await roster.disable_user(db, org, field(p, "user_id"))
         return f"{user.nickname} disabled"
 
     async def enable(p: Page) -> str:
-        user = await roster.enable_user(db, org, _field(p, "user_id"))
+        user = await roster.enable_user(db, org, field(p, "user_id"))
         return f"{user.nickname} enabled"
 
     actions: dict[str, Action] = {
@@ -172,9 +150,7 @@ async def users_post(request: web.Request, p: Page) -> web.StreamResponse:
         "disable": disable,
         "enable": enable,
     }
-    if op not in actions:
-        return redirect("/admin/users", error="unknown action")
-    return await _apply("/admin/users", p, actions[op])
+    return await dispatch("/admin/users", p, actions)
 
 
 @page(ADMIN)
@@ -183,7 +159,7 @@ async def roster_import(request: web.Request, p: Page) -> web.StreamResponse:
     report = None
     if request.method == "POST":
         upload = p.form.get("file")
-        text = _field(p, "csv")
+        text = field(p, "csv")
         if upload is not None and hasattr(upload, "file"):
             text = upload.file.read().decode("utf-8-sig", errors="replace") or text
         report = await roster_csv.import_roster(
@@ -192,7 +168,7 @@ async def roster_import(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/import.html",
         request,
-        p.context(report=report, **_flash(request), **await _managed(request)),
+        p.context(report=report, **flash(request), **await _managed(request)),
     )
 
 
@@ -222,7 +198,7 @@ async def classes(request: web.Request, p: Page) -> web.StreamResponse:
             classes=listing.classes,
             teachers=teachers,
             students=students,
-            **_flash(request),
+            **flash(request),
             **await _managed(request),
         ),
     )
@@ -232,26 +208,25 @@ async def classes(request: web.Request, p: Page) -> web.StreamResponse:
 async def classes_post(request: web.Request, p: Page) -> web.StreamResponse:
     db = request.app[DB]
     org = p.me.org_id
-    op = _field(p, "op")
 
     async def create(p: Page) -> str:
-        view = await roster.create_class(db, org, _field(p, "name"), _optional(p, "teacher_id"))
+        view = await roster.create_class(db, org, field(p, "name"), optional(p, "teacher_id"))
         return f"class {view.name} created"
 
     async def set_teacher(p: Page) -> str:
         view = await roster.update_class(
-            db, org, _field(p, "class_id"), teacher_id=_optional(p, "teacher_id")
+            db, org, field(p, "class_id"), teacher_id=optional(p, "teacher_id")
         )
         return f"teacher of {view.name} changed"
 
     async def enroll(p: Page) -> str:
         ids = [str(v) for v in p.form.getall("user_id", [])]
-        view = await roster.enroll(db, org, _field(p, "class_id"), ids)
+        view = await roster.enroll(db, org, field(p, "class_id"), ids)
         return f"{len(ids)} enrolled in {view.name}"
 
     async def unenroll(p: Page) -> str:
         view = await roster.unenroll(
-            db, org, _field(p, "class_id"), [_field(p, "user_id")], now=request.app[CLOCK].now()
+            db, org, field(p, "class_id"), [field(p, "user_id")], now=request.app[CLOCK].now()
         )
         return f"removed from {view.name}"
 
@@ -261,9 +236,7 @@ async def classes_post(request: web.Request, p: Page) -> web.StreamResponse:
         "enroll": enroll,
         "unenroll": unenroll,
     }
-    if op not in actions:
-        return redirect("/admin/classes", error="unknown action")
-    return await _apply("/admin/classes", p, actions[op])
+    return await dispatch("/admin/classes", p, actions)
 
 
 # --- catalog -------------------------------------------------------------------------------------
@@ -275,12 +248,12 @@ async def catalog_page(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/catalog.html",
         request,
-        p.context(courses=tree, **_flash(request), **await _managed(request)),
+        p.context(courses=tree, **flash(request), **await _managed(request)),
     )
 
 
 def _launch(p: Page) -> dict[str, Any]:
-    raw = _field(p, "launch") or "{}"
+    raw = field(p, "launch") or "{}"
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -291,7 +264,7 @@ def _launch(p: Page) -> dict[str, Any]:
 
 
 def _duration(p: Page) -> int | None:
-    raw = _field(p, "duration_s")
+    raw = field(p, "duration_s")
     if not raw:
         return None
     if not raw.isdigit():
@@ -304,23 +277,22 @@ async def catalog_post(request: web.Request, p: Page) -> web.StreamResponse:
     db = request.app[DB]
     org = p.me.org_id
     now = request.app[CLOCK].now()
-    op = _field(p, "op")
 
     async def add_course(p: Page) -> str:
-        view = await catalog.create_course(db, org, _field(p, "title"), _field(p, "description"))
+        view = await catalog.create_course(db, org, field(p, "title"), field(p, "description"))
         return f"course {view.title} created"
 
     async def add_module(p: Page) -> str:
-        view = await catalog.create_module(db, org, _field(p, "course_id"), _field(p, "title"))
+        view = await catalog.create_module(db, org, field(p, "course_id"), field(p, "title"))
         return f"module {view.title} created"
 
     async def add_lesson(p: Page) -> str:
         view = await catalog.create_lesson(
             db,
             org,
-            _field(p, "module_id"),
-            _field(p, "title"),
-            _field(p, "apk_package"),
+            field(p, "module_id"),
+            field(p, "title"),
+            field(p, "apk_package"),
             launch=_launch(p),
             duration_s=_duration(p),
         )
@@ -330,16 +302,16 @@ async def catalog_post(request: web.Request, p: Page) -> web.StreamResponse:
         view = await catalog.update_lesson(
             db,
             org,
-            _field(p, "lesson_id"),
-            title=_field(p, "title"),
-            apk_package=_field(p, "apk_package"),
+            field(p, "lesson_id"),
+            title=field(p, "title"),
+            apk_package=field(p, "apk_package"),
             launch=_launch(p),
             duration_s=_duration(p),
         )
         return f"lesson {view.title} saved"
 
     async def delete_lesson(p: Page) -> str:
-        await catalog.delete_lesson(db, org, _field(p, "lesson_id"), now=now)
+        await catalog.delete_lesson(db, org, field(p, "lesson_id"), now=now)
         return "lesson deleted"
 
     actions: dict[str, Action] = {
@@ -349,9 +321,7 @@ async def catalog_post(request: web.Request, p: Page) -> web.StreamResponse:
         "edit_lesson": edit_lesson,
         "delete_lesson": delete_lesson,
     }
-    if op not in actions:
-        return redirect("/admin/catalog", error="unknown action")
-    return await _apply("/admin/catalog", p, actions[op])
+    return await dispatch("/admin/catalog", p, actions)
 
 
 # --- devices (teachers approve too: see teacher pages) -------------------------------------------
@@ -365,7 +335,7 @@ async def devices_page(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "admin/devices.html",
         request,
-        p.context(devices=listing.devices, students=students, **_flash(request)),
+        p.context(devices=listing.devices, students=students, **flash(request)),
     )
 
 
@@ -373,8 +343,7 @@ async def devices_page(request: web.Request, p: Page) -> web.StreamResponse:
 async def devices_post(request: web.Request, p: Page) -> web.StreamResponse:
     db = request.app[DB]
     org = p.me.org_id
-    device_id = _field(p, "device")
-    op = _field(p, "op")
+    device_id = field(p, "device")
     now = request.app[CLOCK].now()
 
     async def approve(p: Page) -> str:
@@ -386,7 +355,7 @@ async def devices_post(request: web.Request, p: Page) -> web.StreamResponse:
         return f"{view.device_id} blocked"
 
     async def bind(p: Page) -> str:
-        view = await devices.bind_device(db, org, device_id, _field(p, "user_id"))
+        view = await devices.bind_device(db, org, device_id, field(p, "user_id"))
         who = view.bound_user.nickname if view.bound_user else "?"
         return f"{view.device_id} bound to {who}"
 
@@ -400,9 +369,7 @@ async def devices_post(request: web.Request, p: Page) -> web.StreamResponse:
         "bind": bind,
         "unbind": unbind,
     }
-    if op not in actions:
-        return redirect("/admin/devices", error="unknown action")
-    return await _apply("/admin/devices", p, actions[op])
+    return await dispatch("/admin/devices", p, actions)
 
 
 def install(app: web.Application) -> None:

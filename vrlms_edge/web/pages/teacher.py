@@ -18,8 +18,8 @@ from vrlms_edge.domain.sessions import NewSession, SessionFilter, SessionPatch, 
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
 from vrlms_edge.store.models import Role
-from vrlms_edge.web.pages.admin import Action, _apply, _field, _flash
 from vrlms_edge.web.pages.charts import charts_of
+from vrlms_edge.web.pages.forms import Action, apply, dispatch, field, flash
 from vrlms_edge.web.pages.guard import Page, page, redirect
 
 STAFF = (Role.teacher, Role.admin)
@@ -27,12 +27,12 @@ STAFF = (Role.teacher, Role.admin)
 
 def _when(p: Page, name: str) -> datetime | None:
     """A datetime-local form value, in the browser's zone (the form sends its UTC offset)."""
-    raw = _field(p, name)
+    raw = field(p, name)
     if not raw:
         return None
     try:
         local = datetime.fromisoformat(raw)
-        offset_min = int(_field(p, "tz_offset_min") or "0")
+        offset_min = int(field(p, "tz_offset_min") or "0")
     except ValueError as exc:
         raise AppError(422, "validation_error", f"{name}: not a date and time") from exc
     if local.tzinfo is not None:
@@ -82,21 +82,21 @@ async def home(request: web.Request, p: Page) -> web.StreamResponse:
             ],
             unscheduled=[s for s in all_sessions if s.scheduled_start_at is None],
             live=[s for s in all_sessions if s.state.status in ("playing", "paused")],
-            **_flash(request),
+            **flash(request),
         ),
     )
 
 
 @page(STAFF)
 async def new_session(request: web.Request, p: Page) -> web.StreamResponse:
-    back = _field(p, "back") or "/dashboard/"
+    back = field(p, "back") or "/dashboard/"
     try:
         view = await sessions.create_session(
             request.app[DB],
             p.me,
             NewSession(
-                class_id=_field(p, "class_id"),
-                title=_field(p, "title") or None,
+                class_id=field(p, "class_id"),
+                title=field(p, "title") or None,
                 scheduled_start_at=_when(p, "start"),
                 scheduled_end_at=_when(p, "end"),
                 auto_start=bool(p.form.get("auto_start")),
@@ -119,7 +119,7 @@ async def class_page(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "dashboard/class.html",
         request,
-        p.context(klass=klass, sessions=class_sessions, **_flash(request)),
+        p.context(klass=klass, sessions=class_sessions, **flash(request)),
     )
 
 
@@ -143,7 +143,7 @@ async def session_page(request: web.Request, p: Page) -> web.StreamResponse:
             state_json=msgspec.json.encode(view.state).decode(),
             students_json=msgspec.json.encode(klass.students).decode(),
             pending_devices=len(pending.devices),
-            **_flash(request),
+            **flash(request),
         ),
     )
 
@@ -156,23 +156,23 @@ async def session_post(request: web.Request, p: Page) -> web.StreamResponse:
     me = p.me
 
     async def add(p: Page) -> str:
-        await sessions.add_lesson(db, me, session_id, _field(p, "lesson_id"))
+        await sessions.add_lesson(db, me, session_id, field(p, "lesson_id"))
         return "lesson added"
 
     async def remove(p: Page) -> str:
         await sessions.remove_lesson(
-            db, me, session_id, _field(p, "lesson_id"), now=request.app[CLOCK].now()
+            db, me, session_id, field(p, "lesson_id"), now=request.app[CLOCK].now()
         )
         return "lesson removed"
 
     async def move(p: Page) -> str:
         view = await sessions.get_session(db, me, session_id)
         ids = [lesson.id for lesson in view.lessons]
-        lesson_id = _field(p, "lesson_id")
+        lesson_id = field(p, "lesson_id")
         if lesson_id not in ids:
             raise AppError(404, "not_found", "lesson not in this session")
         i = ids.index(lesson_id)
-        j = i - 1 if _field(p, "direction") == "up" else i + 1
+        j = i - 1 if field(p, "direction") == "up" else i + 1
         if 0 <= j < len(ids):
             ids[i], ids[j] = ids[j], ids[i]
             await sessions.reorder_lessons(db, me, session_id, ids)
@@ -184,7 +184,7 @@ async def session_post(request: web.Request, p: Page) -> web.StreamResponse:
             me,
             session_id,
             SessionPatch(
-                title=_field(p, "title") or msgspec.UNSET,
+                title=field(p, "title") or msgspec.UNSET,
                 scheduled_start_at=_when(p, "start"),
                 scheduled_end_at=_when(p, "end"),
                 auto_start=bool(p.form.get("auto_start")),
@@ -193,10 +193,7 @@ async def session_post(request: web.Request, p: Page) -> web.StreamResponse:
         return "schedule saved"
 
     actions: dict[str, Action] = {"add": add, "remove": remove, "move": move, "schedule": schedule}
-    op = _field(p, "op")
-    if op not in actions:
-        return redirect(back, error="unknown action")
-    return await _apply(back, p, actions[op])
+    return await dispatch(back, p, actions)
 
 
 @page(STAFF)
@@ -228,17 +225,17 @@ async def devices_page(request: web.Request, p: Page) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
         "dashboard/devices.html",
         request,
-        p.context(devices=listing.devices, **_flash(request)),
+        p.context(devices=listing.devices, **flash(request)),
     )
 
 
 @page(STAFF)
 async def devices_post(request: web.Request, p: Page) -> web.StreamResponse:
     async def approve(p: Page) -> str:
-        view = await devices.approve_device(request.app[DB], p.me.org_id, _field(p, "device"))
+        view = await devices.approve_device(request.app[DB], p.me.org_id, field(p, "device"))
         return f"{view.device_id} approved"
 
-    return await _apply("/dashboard/devices", p, approve)
+    return await apply("/dashboard/devices", p, approve)
 
 
 def install(app: web.Application) -> None:
