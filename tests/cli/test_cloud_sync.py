@@ -52,6 +52,7 @@ def test_org_server_and_box_commands(pg_url: str, tmp_path: Path) -> None:
         assert again.returncode == 1 and "already used" in again.stderr
         moved = _cli(box_dir, "sync", "now")
         assert "pulled 2" in moved and "users 1" in moved and "0 left in outbox" in moved
+        assert "event summaries: 0 new or changed" in moved
         status = json.loads(_cli(box_dir, "sync", "status"))
         assert status["enrolled"] and status["org_id"] == org_id
         assert status["stage"] == "done" and status["last_error"] is None

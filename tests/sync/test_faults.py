@@ -2,7 +2,8 @@
 server cuts requests and answers, answers 500 and delays; the box (`vrlms-edge serve`) is
 SIGKILLed mid-push and the org server (`vrlms-edge cloud serve`) mid-commit. Afterwards the
 org server holds exactly the box's results (same count, same content, no duplicates) and the
-box's outbox is empty."""
+box's outbox is empty. Event summaries made from events stored meanwhile arrive the same way:
+exactly the box's summaries, each once, with the counts of all events."""
 
 from __future__ import annotations
 
@@ -28,9 +29,18 @@ from tests.orgserver import (
 )
 from tests.sync.faultproxy import FaultProxy
 from vrlms_edge.cloud.store import OrgDatabase
+from vrlms_edge.domain.event_summaries import summary_id
 from vrlms_edge.keys import CLOCK, DB, SETTINGS
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import OutboxEntry, Result
+from vrlms_edge.store.models import (
+    Device,
+    EventSummary,
+    InteractionEvent,
+    OutboxEntry,
+    Result,
+    Session,
+    new_id,
+)
 from vrlms_edge.sync.enrollment import enroll
 from vrlms_edge.sync.outbox import enqueue_rows
 from vrlms_edge.sync.worker import sync_once
@@ -74,6 +84,52 @@ async def _rescore(db: Database, every: int) -> None:
         await enqueue_rows(s, rows)  # type: ignore[arg-type]
 
 
+async def _add_events(
+    db: Database, world: World, session: Session, device: Device, stream: str, count: int
+) -> None:
+    """Events as the batch writer stores them, spread over the org's students."""
+    kinds = ("gaze", "click", "action", "progress")
+    async with db.write() as s:
+        s.add_all(
+            InteractionEvent(
+                id=new_id(),
+                org_id=world.org.id,
+                device_id=device.id,
+                user_id=world.students[i % len(world.students)].id,
+                session_id=session.id,
+                lesson_id=world.lessons[0].id,
+                stream=stream,
+                seq=i + 1,
+                kind=kinds[i % len(kinds)],
+                t_ms=1_000_000 + i,
+                received_ms=1_000_000 + i,
+                data={"progress": i / count},
+            )
+            for i in range(count)
+        )
+
+
+def _summary_content(r: EventSummary) -> tuple[object, ...]:
+    return (r.id, r.user_id, r.events, r.gaze, r.clicks, r.actions, r.progress_events)
+
+
+async def _summaries(db: Database) -> list[tuple[object, ...]]:
+    async with db.read() as s:
+        return sorted(map(_summary_content, (await s.execute(select(EventSummary))).scalars()))
+
+
+async def _event_counts(db: Database, session: Session, lesson_id: str) -> list[tuple[object, ...]]:
+    async with db.read() as s:
+        rows = await s.execute(
+            select(InteractionEvent.user_id, func.count())
+            .where(InteractionEvent.session_id == session.id)
+            .group_by(InteractionEvent.user_id)
+        )
+        return sorted(
+            (summary_id(session.id, str(user_id), lesson_id), n) for user_id, n in rows.all()
+        )
+
+
 async def _until(check: object, timeout_s: float, what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -101,6 +157,11 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
         token = await token_for(org_db, world.org.id)
         await enroll(box.app[DB], box.app[CLOCK], data, proxy.url, token)
         await sync_once(box.app[DB], box.app[SETTINGS], box.app[CLOCK])
+        # A session with a headset whose events the box summarises on every sync run.
+        async with box.app[DB].write() as s:
+            device = Device(org_id=world.org.id, device_id="hs-storm", name="hs-storm")
+            session = Session(org_id=world.org.id, class_id=world.klass.id, title="Storm")
+            s.add_all([device, session])
         await stop_box(box)
         box_proc = _spawn_box(data)
 
@@ -108,6 +169,7 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
         proxy.plan.extend(["cut_request", "cut_response", "http500", "delay"] * 2)
         proxy.chaos(random.Random(7), p=0.6)
         await make_results(box_db, world, 300)
+        await _add_events(box_db, world, session, device, "one", 500)
         await asyncio.sleep(2.0)
         await _rescore(box_db, every=5)
         await asyncio.sleep(1.0)
@@ -126,6 +188,7 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
         proxy.seen_push.clear()
         await _rescore(box_db, every=3)
         await make_results(box_db, world, 200, score=0.75)
+        await _add_events(box_db, world, session, device, "two", 400)
         await asyncio.wait_for(proxy.seen_push.wait(), 20)
         await asyncio.sleep(random.Random(3).uniform(0.0, 0.05))
         _kill(cloud)
@@ -136,7 +199,12 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
         proxy.calm()
 
         async def drained() -> bool:
-            return await _count(box_db, OutboxEntry) == 0
+            if await _count(box_db, OutboxEntry) != 0:
+                return False
+            # ... and the summaries cover every event (a run after the last events ended).
+            box_summaries = await _summaries(box_db)
+            counted = [(r[0], r[2]) for r in box_summaries]
+            return counted == await _event_counts(box_db, session, world.lessons[0].id)
 
         await _until(drained, 60, "outbox drained")
         async with box_db.read() as s:
@@ -147,6 +215,10 @@ async def test_link_faults_and_kills_lose_and_duplicate_nothing(
         assert len(theirs) == len(mine)
         assert len({r[0] for r in theirs}) == len(theirs)  # no duplicate ids
         assert theirs == mine  # same content, newest versions
+        # Summaries: exactly the box's, one row per student, all 900 events counted.
+        summaries = await _summaries(box_db)
+        assert len(summaries) == 3 and sum(r[2] for r in summaries) == 900  # type: ignore[misc]
+        assert await _summaries(org_db) == summaries
         assert proxy.counts["cut_request"] and proxy.counts["cut_response"]
         assert proxy.counts["http500"] and proxy.counts["delay"]
     finally:

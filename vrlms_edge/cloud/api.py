@@ -1,5 +1,5 @@
-"""The org server's HTTP API: admin login, boxes, enrollment tokens, org-wide results, and the
-signed sync endpoints boxes call (enroll, pull, push)."""
+"""The org server's HTTP API: admin login, boxes, enrollment tokens, org-wide results and event
+summaries, and the signed sync endpoints boxes call (enroll, pull, push)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from vrlms_edge import __version__
 from vrlms_edge.cloud.boxauth import authenticate_box
+from vrlms_edge.cloud.event_summaries import OrgEventSummary, SummaryFilter, org_event_summaries
 from vrlms_edge.cloud.exchange import MAX_PULL_PAGE, foreign_org, pull_page, push_items
 from vrlms_edge.cloud.orgs import BoxView, enroll_box, issue_enrollment_token, list_boxes, org_ref
 from vrlms_edge.cloud.results import OrgResult, ResultFilter, org_results
@@ -206,6 +207,25 @@ async def results(request: web.Request) -> web.Response:
     f = parse_query(request, ResultFilter)
     found = await org_results(request.app[DB], principal_of(request).org_id, f)
     return json_response(ResultList(results=found))
+
+
+class EventSummaryList(msgspec.Struct, kw_only=True):
+    summaries: list[OrgEventSummary]
+
+
+@routes.route(
+    "GET",
+    "/api/cloud/event-summaries/",
+    roles=ADMIN,
+    summary="Per session, student and lesson event counts of the whole org, across boxes",
+    tag="cloud",
+    query=SummaryFilter,
+    response=EventSummaryList,
+)
+async def event_summaries(request: web.Request) -> web.Response:
+    f = parse_query(request, SummaryFilter)
+    found = await org_event_summaries(request.app[DB], principal_of(request).org_id, f)
+    return json_response(EventSummaryList(summaries=found))
 
 
 # --- the box-facing sync endpoints ---------------------------------------------------------

@@ -1,13 +1,16 @@
-"""The org server's server-rendered pages: admin sign-in, org-wide results, the box list."""
+"""The org server's server-rendered pages: admin sign-in, org-wide results (with the event
+summaries behind them), the box list."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from vrlms_edge.cloud.api import AdminLogin, login_admin
+from vrlms_edge.cloud.event_summaries import SummaryFilter, org_event_summaries
 from vrlms_edge.cloud.orgs import list_boxes
 from vrlms_edge.cloud.results import ResultFilter, org_results
 from vrlms_edge.errors import AppError
@@ -66,9 +69,26 @@ async def results_page(request: web.Request) -> web.Response:
         user_id=request.query.get("user_id") or None,
     )
     found = await org_results(request.app[DB], org_id, f)
-    return aiohttp_jinja2.render_template(
-        "cloud_results.html", request, {"org": org, "results": found, "limit": f.limit}
+    summaries = await org_event_summaries(
+        request.app[DB],
+        org_id,
+        SummaryFilter(box_id=f.box_id, lesson_id=f.lesson_id, user_id=f.user_id),
     )
+    # A result row is one (student, lesson, session): its summary has the same key.
+    events_of = {(e.user_id, e.lesson_id, e.session_id): e.events for e in summaries}
+    context = {
+        "org": org,
+        "results": found,
+        "limit": f.limit,
+        "summaries": summaries,
+        "events_of": events_of,
+        "utc_time": _utc_time,
+    }
+    return aiohttp_jinja2.render_template("cloud_results.html", request, context)
+
+
+def _utc_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def boxes_page(request: web.Request) -> web.Response:

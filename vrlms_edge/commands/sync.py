@@ -1,7 +1,7 @@
 """`enroll URL TOKEN` and `sync now|status`: the box's link to its org server.
 
 vrlms-edge enroll URL TOKEN       (or: vrlms-edge enroll --file enrollment.toml)
-vrlms-edge sync now               one full pull + push; prints what moved
+vrlms-edge sync now               summarise events, one full pull + push; prints what moved
 vrlms-edge sync status            enrollment, stage, cursor, outbox, last error
 """
 
@@ -95,6 +95,7 @@ def run_now(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vrlms-edge: sync failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     moved = ", ".join(f"{k} {v}" for k, v in sorted(report.by_entity.items())) or "nothing"
+    print(f"event summaries: {report.summarised} new or changed")
     print(f"pulled {report.pulled} in {report.pull_pages} page(s), cursor {report.cursor}")
     print(
         f"pushed {report.pushed} in {report.push_pages} page(s), {report.confirmed} confirmed,"

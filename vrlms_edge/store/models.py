@@ -317,6 +317,38 @@ class Result(Tenant, Base):
     last_event_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
+class EventSummary(Tenant, Base):
+    """What one student did in one session (and lesson), counted from the raw events: the part
+    of the event log that travels to the org server. The id is derived from (session, user,
+    lesson) so counting more events updates the same row (domain/event_summaries.py)."""
+
+    __tablename__ = "event_summaries"
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Null: events without a lesson, or naming a lesson this box does not know.
+    lesson_id: Mapped[str | None] = mapped_column(
+        ForeignKey("lessons.id", ondelete="CASCADE"), default=None
+    )
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    gaze: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    actions: Mapped[int] = mapped_column(Integer, default=0)
+    progress_events: Mapped[int] = mapped_column(Integer, default=0)
+    result_events: Mapped[int] = mapped_column(Integer, default=0)
+    other_events: Mapped[int] = mapped_column(Integer, default=0)
+    # Event times (`t_ms`, server-time estimates sent by the headset) of the first and last.
+    first_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # `data.progress` of the newest progress event and `data.score` of the newest result
+    # event that carried one, with those events' `t_ms` (null when none did).
+    last_progress: Mapped[float | None] = mapped_column(Float, default=None)
+    last_progress_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_score: Mapped[float | None] = mapped_column(Float, default=None)
+    last_score_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
 # --- auth ---------------------------------------------------------------------------------
 
 

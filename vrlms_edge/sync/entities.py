@@ -1,8 +1,9 @@
 """What travels between box and org server, in which direction, and how a payload maps to a row.
 
 Down (the org server authors; read-only on an enrolled box): the org itself, users, the
-catalog, classes and enrollments. Up (the box authors): devices, sessions, attendance and
-results. Lists are in dependency order: a parent comes before the rows that refer to it, so
+catalog, classes and enrollments. Up (the box authors): devices, sessions, attendance,
+results and event summaries (domain/event_summaries.py; raw events stay on the box). Lists
+are in dependency order: a parent comes before the rows that refer to it, so
 a page applied in this order never breaks a foreign key.
 
 A payload is every column of the row as JSON (`outbox.row_payload`); `decode_values` turns it
@@ -24,6 +25,7 @@ from vrlms_edge.store.models import (
     Course,
     Device,
     Enrollment,
+    EventSummary,
     Lesson,
     Module,
     Org,
@@ -49,6 +51,7 @@ UP: Final[dict[str, type[Base]]] = {
     "session_lessons": SessionLesson,
     "attendance": Attendance,
     "results": Result,
+    "event_summaries": EventSummary,
 }
 RANK: Final[dict[str, int]] = {name: i for i, name in enumerate([*DOWN, *UP])}
 # Models whose rows the org server authors (refused on an enrolled box, recorded in the

@@ -4,6 +4,9 @@ A run goes through stored stages that only move forward (SyncState `run`):
 
     idle -> pulling -> pushing -> done
 
+- first of all (before `pulling`, so also while offline): event summaries of sessions with new
+  events are recomputed and the changed ones queued for the push (domain/event_summaries.py;
+  idempotent, so a resumed run simply does it again).
 - `pulling`: ask for changes after the stored cursor; apply a page and store the page's
   cursor in the same transaction, so the cursor only moves past what is committed and a
   page applied twice changes nothing (rows are upserted by id to their current state;
@@ -37,6 +40,7 @@ from sqlalchemy import bindparam, delete, func, select
 
 from vrlms_edge import __version__
 from vrlms_edge.config import Settings
+from vrlms_edge.domain.event_summaries import summarise_events
 from vrlms_edge.domain.managed import APPLYING_SYNC
 from vrlms_edge.live.clock import ServerClock
 from vrlms_edge.store.db import Database
@@ -94,6 +98,9 @@ class SyncReport:
     cursor: int = 0
     outbox_left: int = 0
     resumed_from: str | None = None
+    # Event summaries created or changed (and queued) by this run, or why that failed.
+    summarised: int = 0
+    summary_error: str | None = None
     by_entity: dict[str, int] = field(default_factory=dict)
 
 
@@ -411,6 +418,13 @@ async def _run(
     run, resume = await _begin(db)
     report.resumed_from = resume
     await _update_status(db, last_attempt_at=clock.now().isoformat())
+    # Before anything goes on the wire: an offline box keeps its summaries current too.
+    try:
+        summaries = await summarise_events(db, clock.now(), clock.now_ms())
+        report.summarised = summaries.changed
+    except Exception as exc:  # results and sessions must still go up; the error is reported
+        log.exception("event summaries failed; syncing the rest")
+        report.summary_error = f"{type(exc).__name__}: {exc}"[:500]
     async with OrgServerClient(
         ident.url, ident.box_id, key, clock, ca_bundle=settings.org_server_ca_bundle
     ) as org:
