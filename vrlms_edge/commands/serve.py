@@ -86,6 +86,14 @@ async def serve(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.sqlite_path is None:
+        # The live paths run whole transactions on SQLite connections of their own
+        # (store/db.py write_raw/read_raw); PostgreSQL is the org server's database.
+        print(
+            "vrlms-edge: the box keeps its data in SQLite; database_url is for `cloud serve`",
+            file=sys.stderr,
+        )
+        return 2
     # One server per data directory; `restore` waits for none to run.
     try:
         with inuse.hold(settings.data_dir, "serve"):

@@ -55,7 +55,7 @@ async def admit(db: Database, token: str | None, *, now: datetime) -> Admitted |
 
 
 def _admit(conn: sqlite3.Connection, digest: str, now: datetime) -> Admitted | Refused:
-    tokens = _TOKENS.select(conn, "WHERE token_hash = ?", (digest,))
+    tokens = _TOKENS.where(conn, "token_hash = ?", (digest,))
     user = _USERS.get(conn, tokens[0].user_id) if tokens else None
     principal = principal_of(tokens[0], user, now=now) if tokens and user else None
     if principal is None:
@@ -104,7 +104,7 @@ def _membership(conn: sqlite3.Connection, principal: Principal) -> Membership:
             sql = _ROSTER.format(marks=marks)
             for class_id, user_id, nickname, name in conn.execute(sql, [*ids, Role.student]):
                 roster.setdefault(class_id, []).append(RosterEntry(user_id, nickname, name))
-        where = f"WHERE class_id IN ({marks}) AND deleted_at IS NULL"
+        where = f"class_id IN ({marks}) AND deleted_at IS NULL"
         params: list[str] = ids
         if principal.role == Role.student:  # students follow live sessions only
             where += " AND status IN (?, ?) ORDER BY updated_at DESC"
@@ -112,7 +112,7 @@ def _membership(conn: sqlite3.Connection, principal: Principal) -> Membership:
         else:
             where += f" ORDER BY updated_at DESC LIMIT {MAX_TEACHER_SESSIONS}"
         lessons: dict[str, Lesson | None] = {}
-        for row in SESSIONS.select(conn, where, params):
+        for row in SESSIONS.where(conn, where, params):
             lesson_id = row.lesson_id
             if lesson_id is not None and lesson_id not in lessons:
                 lessons[lesson_id] = LESSONS.get(conn, lesson_id)

@@ -26,7 +26,8 @@ _DIALECT: Final = sqlite.dialect()
 
 
 class RawTable(Generic[M]):
-    """One model's table: get by primary key, insert, upsert, update changed columns."""
+    """One model's table: get by primary key or condition, insert, upsert, update changed
+    columns."""
 
     def __init__(self, model: type[M]) -> None:
         mapper = inspect(model)
@@ -85,9 +86,11 @@ class RawTable(Generic[M]):
         )
         return row
 
-    def select(self, conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> list[M]:
-        """Rows matching an SQL condition (`where` may end in ORDER BY/LIMIT)."""
-        return [self._row(found) for found in conn.execute(f"{self._select_all} {where}", params)]
+    def where(self, conn: sqlite3.Connection, condition: str, params: Sequence[Any]) -> list[M]:
+        """Rows matching `condition` (SQL after WHERE, over this table's column names; it may
+        end in ORDER BY/LIMIT)."""
+        found = conn.execute(f"{self._select_all} WHERE {condition}", params)
+        return [self._row(row) for row in found]
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""
