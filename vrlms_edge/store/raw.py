@@ -11,7 +11,7 @@ Objects are the ordinary model classes, transient (never attached to an ORM sess
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import inspect
@@ -26,7 +26,8 @@ _DIALECT: Final = sqlite.dialect()
 
 
 class RawTable(Generic[M]):
-    """One model's table: get by primary key, insert, upsert, update changed columns."""
+    """One model's table: get by primary key or condition, insert, upsert, update changed
+    columns."""
 
     def __init__(self, model: type[M]) -> None:
         mapper = inspect(model)
@@ -58,7 +59,8 @@ class RawTable(Generic[M]):
         self._pk_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         pk = mapper.primary_key[0].name
         names = ", ".join(self._column[k] for k in self.keys)
-        self._select = f"SELECT {names} FROM {self.name} WHERE {pk} = ?"
+        self._select_all = f"SELECT {names} FROM {self.name}"
+        self._select = f"{self._select_all} WHERE {pk} = ?"
         self._where_pk = f" WHERE {pk} = ?"
         marks = ", ".join("?" for _ in self.keys)
         self._insert = f"INSERT INTO {self.name} ({names}) VALUES ({marks})"
@@ -78,6 +80,19 @@ class RawTable(Generic[M]):
             for (key, convert), value in zip(self._from_db, found, strict=True)
         }
         return self.model(**values)
+
+    def where(self, conn: sqlite3.Connection, condition: str, params: Sequence[Any]) -> list[M]:
+        """Rows matching `condition` (SQL after WHERE, over this table's column names)."""
+        found = conn.execute(f"{self._select_all} WHERE {condition}", params)
+        return [
+            self.model(
+                **{
+                    key: (value if convert is None or value is None else convert(value))
+                    for (key, convert), value in zip(self._from_db, row, strict=True)
+                }
+            )
+            for row in found
+        ]
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""
