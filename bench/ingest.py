@@ -24,11 +24,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -245,6 +247,65 @@ def worker(url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Arg
     return asyncio.run(_worker(url, jobs, lesson_id, args))
 
 
+# --- the floor: a bare aiohttp WebSocket server (no database, no auth) ------------------------
+
+# The floor server acknowledges what it decoded this often (the box's writer lingers 3 ms).
+FLOOR_ACK_S: Final = 0.003
+
+
+def serve_floor() -> None:
+    """Accept /websocket/, decode every frame as the box does (msgspec, `ClientMessage`) and
+    send one `event_ack` per stream every FLOOR_ACK_S: what aiohttp and the decoding cost
+    alone, driven by the same clients as the box."""
+    from aiohttp import web
+
+    from vrlms_edge.live import protocol
+
+    dirty: dict[web.WebSocketResponse, dict[str, int]] = {}
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"welcome"}')
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            message = protocol.decode_client(msg.data)
+            if isinstance(message, protocol.Event):
+                dirty.setdefault(ws, {})[message.stream] = message.seq
+        dirty.pop(ws, None)
+        return ws
+
+    async def acks(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(FLOOR_ACK_S)
+                pending = list(dirty.items())
+                dirty.clear()
+                for ws, heads in pending:
+                    for stream, seq in heads.items():
+                        if not ws.closed:
+                            await ws.send_str(protocol.event_ack(stream, seq))
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/websocket/", websocket)
+        app.cleanup_ctx.append(acks)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 @dataclass
 class Args:
     mode: str
@@ -260,7 +321,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, float]:
+def run_one(
+    headsets: int, sync: str, args: Args, workers: int, floor: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="vrlms-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VRLMS_")}
@@ -271,11 +334,13 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
             VRLMS_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         )
         cmd = [sys.executable, "-m", "vrlms_edge", "--data-dir", str(data_dir), "serve"]
+        if floor:
+            cmd = [sys.executable, __file__, "--serve-floor"]
         # BENCH_SERVER_LOG=file (with BENCH_LOG_LEVEL=DEBUG: one line per batch) for diagnosis.
         log_path = os.environ.get("BENCH_SERVER_LOG")
         server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", "0"],
+            cmd if floor else [*cmd, "--host", "127.0.0.1", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=server_log,
             text=True,
@@ -295,7 +360,35 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
                 finally:
                     await db.dispose()
 
-            seeded = asyncio.run(seeding())
+            if floor:
+                seeded = Seeded(
+                    tokens=["floor"] * headsets,
+                    device_ids=[f"hs-{i:03d}" for i in range(headsets)],
+                    lesson_id="floor",
+                )
+            else:
+                seeded = asyncio.run(seeding())
+            # BENCH_PROFILE=file: py-spy samples the server (raw folded stacks) during the run.
+            profile = os.environ.get("BENCH_PROFILE")
+            spy = (
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "-p",
+                        str(proc.pid),
+                        "-f",
+                        "raw",
+                        "-o",
+                        profile,
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                if profile
+                else None
+            )
             jobs = [
                 (tok, dev, f"bench-{i}")
                 for i, (tok, dev) in enumerate(zip(seeded.tokens, seeded.device_ids, strict=True))
@@ -306,6 +399,9 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
                 parts = pool.starmap(
                     worker, [(url, share, seeded.lesson_id, args) for share in shares if share]
                 )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+                spy.wait(timeout=60)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -336,10 +432,20 @@ def main() -> int:
     )
     parser.add_argument("--batch", type=int, default=500, help="rest: events per upload")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="ws: drive a bare aiohttp server (decode + ack, no database) instead of the box",
+    )
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.serve_floor:
+        serve_floor()
+        return 0
     args = Args(mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch)
     print(
-        f"mode={args.mode} seconds={args.seconds:g} "
+        ("FLOOR (bare aiohttp, no database) " if opts.floor else "")
+        + f"mode={args.mode} seconds={args.seconds:g} workers={opts.workers} "
         + (f"rate={args.rate:g}/s per headset" if args.mode == "ws" else f"batch={args.batch}")
     )
     print(
@@ -348,7 +454,7 @@ def main() -> int:
     )
     for sync in opts.sync.split(","):
         for headsets in (int(h) for h in opts.headsets.split(",")):
-            r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers))
+            r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers), opts.floor)
             print(
                 f"{headsets:>8} {sync:>6} {int(r['sent']):>9} {int(r['acked']):>9}"
                 f" {r['events_per_s']:>10.0f}"
