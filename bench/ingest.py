@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
@@ -61,6 +61,8 @@ from vrlms_edge.store.models import (
 DRAIN_S: Final = 10.0
 # Every this many events, one is a `progress` event (it updates a Result row in the batch).
 PROGRESS_EVERY: Final = 50
+# Client processes wait this long for each other's headsets to connect.
+CONNECT_TIMEOUT_S: Final = 120.0
 # Pacing tick of a WebSocket headset: events of one tick are sent together.
 TICK_S: Final = 0.02
 
@@ -130,6 +132,32 @@ class Outcome:
     latencies: list[float]
     first_send: float
     last_ack: float
+    cpu_s: float = 0.0  # the client process's CPU time (set on its first outcome)
+
+
+LOOP_THREAD: Final = "loop"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process (Linux /proc); the first
+    thread is reported as LOOP_THREAD."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    try:
+        tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
+    except OSError:
+        return spent
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = (
+            LOOP_THREAD if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
+        )
+        fields = stat[stat.rindex(")") + 2 :].split()
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return spent
 
 
 def _event_text(stream: str, seq: int, t_ms: int, lesson_id: str) -> str:
@@ -145,8 +173,31 @@ def _event_text(stream: str, seq: int, t_ms: int, lesson_id: str) -> str:
     )
 
 
+class Start:
+    """Every headset of every client process connects first; sending starts together, so the
+    run measures ingest, not the connection storm (that is W5's)."""
+
+    def __init__(self, expected: int, barrier: Any) -> None:
+        self._left = expected
+        self._barrier = barrier
+        self._go = asyncio.Event()
+
+    async def connected(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            await asyncio.to_thread(self._barrier.wait, CONNECT_TIMEOUT_S)
+            self._go.set()
+        await self._go.wait()
+
+
 async def ws_headset(
-    http: aiohttp.ClientSession, url: str, token: str, stream: str, lesson_id: str, args: Args
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    stream: str,
+    lesson_id: str,
+    args: Args,
+    start: Start,
 ) -> Outcome:
     sent_at: list[float] = [0.0]
     latencies: list[float] = []
@@ -154,6 +205,7 @@ async def ws_headset(
     last_ack = 0.0
     async with http.ws_connect(f"{url}/websocket/?token={token}", max_msg_size=0) as ws:
         await ws.receive()  # welcome
+        await start.connected()
 
         async def read() -> None:
             nonlocal acked, last_ack
@@ -229,12 +281,16 @@ async def rest_headset(
 
 
 async def _worker(
-    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args
+    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args, barrier: Any
 ) -> list[Outcome]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         if args.mode == "ws":
-            runs = [ws_headset(http, url, tok, stream, lesson_id, args) for tok, _, stream in jobs]
+            start = Start(len(jobs), barrier)
+            runs = [
+                ws_headset(http, url, tok, stream, lesson_id, args, start)
+                for tok, _, stream in jobs
+            ]
         else:
             runs = [
                 rest_headset(http, url, tok, dev, stream, lesson_id, args)
@@ -243,8 +299,14 @@ async def _worker(
         return list(await asyncio.gather(*runs))
 
 
-def worker(url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args) -> list[Outcome]:
-    return asyncio.run(_worker(url, jobs, lesson_id, args))
+def worker(
+    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args, barrier: Any
+) -> list[Outcome]:
+    started = time.process_time()
+    outcomes = asyncio.run(_worker(url, jobs, lesson_id, args, barrier))
+    if outcomes:
+        outcomes[0].cpu_s = time.process_time() - started
+    return outcomes
 
 
 # --- the floor: a bare aiohttp WebSocket server (no database, no auth) ------------------------
@@ -382,6 +444,8 @@ def run_one(
                         "-o",
                         profile,
                         "--nonblocking",
+                        # Only the thread holding the GIL: what the process spends it on.
+                        "--gil",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -393,12 +457,18 @@ def run_one(
                 (tok, dev, f"bench-{i}")
                 for i, (tok, dev) in enumerate(zip(seeded.tokens, seeded.device_ids, strict=True))
             ]
-            shares = [jobs[i::workers] for i in range(workers)]
+            shares = [share for share in (jobs[i::workers] for i in range(workers)) if share]
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
+            cpu_before = thread_cpu(proc.pid)
+            with ctx.Manager() as manager, ctx.Pool(len(shares)) as pool:
+                barrier = manager.Barrier(len(shares))
                 parts = pool.starmap(
-                    worker, [(url, share, seeded.lesson_id, args) for share in shares if share]
+                    worker, [(url, share, seeded.lesson_id, args, barrier) for share in shares]
                 )
+            cpu = {
+                name: spent - cpu_before.get(name, 0.0)
+                for name, spent in thread_cpu(proc.pid).items()
+            }
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
                 spy.wait(timeout=60)
@@ -418,6 +488,14 @@ def run_one(
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "wall_s": end - start,
+        "server_cpu_s": sum(cpu.values()),
+        # The event loop runs on the process's first thread.
+        "loop_cpu_s": cpu.get(LOOP_THREAD, 0.0),
+        # Every other thread: the sqlite writer lane, aiosqlite's threads (OS threads are not
+        # named after Python threads, so they cannot be told apart here).
+        "threads_cpu_s": sum(v for k, v in cpu.items() if k != LOOP_THREAD),
+        "client_cpu_s": sum(o.cpu_s for part in parts for o in part[:1]),
     }
 
 
@@ -450,7 +528,8 @@ def main() -> int:
     )
     print(
         f"{'headsets':>8} {'sync':>6} {'sent':>9} {'acked':>9} {'events/s':>10}"
-        f" {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'p50 ms':>8} {'p99 ms':>8} {'srv cpu%':>8} {'loop%':>6} {'threads%':>8}"
+        f" {'us/event':>8} {'client cpu%':>11}"
     )
     for sync in opts.sync.split(","):
         for headsets in (int(h) for h in opts.headsets.split(",")):
@@ -458,7 +537,12 @@ def main() -> int:
             print(
                 f"{headsets:>8} {sync:>6} {int(r['sent']):>9} {int(r['acked']):>9}"
                 f" {r['events_per_s']:>10.0f}"
-                f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}",
+                f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+                f" {100 * r['server_cpu_s'] / r['wall_s']:>8.0f}"
+                f" {100 * r['loop_cpu_s'] / r['wall_s']:>6.0f}"
+                f" {100 * r['threads_cpu_s'] / r['wall_s']:>8.0f}"
+                f" {1e6 * r['server_cpu_s'] / max(1, r['acked']):>8.1f}"
+                f" {100 * r['client_cpu_s'] / r['wall_s']:>11.0f}",
                 flush=True,
             )
     return 0

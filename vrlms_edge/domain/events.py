@@ -64,11 +64,15 @@ def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
             at += size
 
 
-_HEAD_SQL: Final = (
-    "INSERT INTO event_streams (device_id, stream, org_id, acked_seq, updated_at)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, stream)"
+_HEAD_INSERT: Final = (
+    "INSERT INTO event_streams (device_id, stream, org_id, acked_seq, updated_at) VALUES "
+)
+_HEAD_UPDATE: Final = (
+    " ON CONFLICT (device_id, stream)"
     " DO UPDATE SET acked_seq = excluded.acked_seq, updated_at = excluded.updated_at"
 )
+# Stream heads per upsert statement (5 variables a row): one statement for a class's streams.
+HEAD_ROWS_MAX: Final = 1000
 
 
 @dataclass(slots=True)
@@ -125,14 +129,15 @@ def time_ordered_ids(now_ms: int, count: int) -> list[str]:
     """UUIDv7-style ids (millisecond time first, then random): new rows land at the end of the
     primary-key index instead of at random places, which doubles SQLite's insert rate."""
     rand_a = secrets.randbits(12)
-    base = secrets.randbits(62)
-    head = f"{(now_ms >> 16) & 0xFFFFFFFF:08x}-{now_ms & 0xFFFF:04x}-7{rand_a:03x}-"
-    mask = (1 << 62) - 1
-    out = []
-    for i in range(count):
-        rb = (base + i) & mask
-        out.append(f"{head}{0x8000 | (rb >> 48):04x}-{rb & 0xFFFFFFFFFFFF:012x}")
-    return out
+    # The random low 62 bits count up from a start low enough that a batch never carries
+    # into the upper 14: only the last group of digits is formatted per id.
+    rand_b = secrets.randbits(62) & ~((1 << 48) - 1) | secrets.randbelow((1 << 48) - count)
+    head = (
+        f"{(now_ms >> 16) & 0xFFFFFFFF:08x}-{now_ms & 0xFFFF:04x}-7{rand_a:03x}-"
+        f"{0x8000 | (rand_b >> 48):04x}-"
+    )
+    low = rand_b & ((1 << 48) - 1)
+    return [f"{head}{low + i:012x}" for i in range(count)]
 
 
 class EventLog:
@@ -157,17 +162,20 @@ class EventLog:
             chunk = keys[i : i + HEAD_CHUNK]
             wanted = ", ".join(["(?, ?)"] * len(chunk))
             params = [part for key in chunk for part in key]
+            # Joined from the list of keys, so each stream is an index search (a row-value
+            # IN list made SQLite scan the whole event table once per new stream).
+            keyed = f"WITH k(d, s) AS (VALUES {wanted}) "
             for device, stream, seq in conn.execute(
-                "SELECT device_id, stream, acked_seq FROM event_streams"
-                f" WHERE (device_id, stream) IN (VALUES {wanted})",
+                keyed + "SELECT h.device_id, h.stream, h.acked_seq FROM k"
+                " JOIN event_streams h ON h.device_id = k.d AND h.stream = k.s",
                 params,
             ):
                 heads[(device, stream)].acked = seq
             for device, stream, seq in conn.execute(
-                "SELECT e.device_id, e.stream, e.seq FROM interaction_events e"
-                " LEFT JOIN event_streams h ON h.device_id = e.device_id AND h.stream = e.stream"
-                f" WHERE (e.device_id, e.stream) IN (VALUES {wanted})"
-                " AND e.seq > coalesce(h.acked_seq, 0) ORDER BY e.seq",
+                keyed + "SELECT e.device_id, e.stream, e.seq FROM k"
+                " JOIN interaction_events e ON e.device_id = k.d AND e.stream = k.s"
+                " LEFT JOIN event_streams h ON h.device_id = k.d AND h.stream = k.s"
+                " WHERE e.seq > coalesce(h.acked_seq, 0) ORDER BY e.seq",
                 params,
             ):
                 heads[(device, stream)].add(seq)
@@ -242,8 +250,12 @@ class EventLog:
             for key, head in heads.items()
             if head.acked != self._cached_acked(key)
         ]
-        if moved:
-            conn.executemany(_HEAD_SQL, moved)
+        for i in range(0, len(moved), HEAD_ROWS_MAX):
+            rows = moved[i : i + HEAD_ROWS_MAX]
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+            conn.execute(
+                _HEAD_INSERT + marks + _HEAD_UPDATE, [value for row in rows for value in row]
+            )
         return Stored(heads=heads, fresh=fresh, refused=refused, changes=changes)
 
     def _cached_acked(self, key: StreamKey) -> int | None:

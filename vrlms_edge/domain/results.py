@@ -350,7 +350,7 @@ def _apply_results(
                 [*users, *lessons],
             ):
                 rows[(r.user_id, r.lesson_id, r.session_id)] = r
-    before = {key: RESULTS.snapshot(row) for key, row in rows.items()}
+    before: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     touched: dict[tuple[str, str, str | None], Result] = {}
     for e in relevant:
         lesson_id, user_id = e.lesson_id, e.user_id
@@ -360,6 +360,8 @@ def _apply_results(
         row = rows.get(key)
         if row is None:
             row = rows[key] = _new_result(e.org_id, key, now)
+        elif key not in touched and key not in before:
+            before[key] = RESULTS.snapshot(row)
         _apply_one(row, e)
         touched[key] = row
     changes = []
