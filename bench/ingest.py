@@ -461,10 +461,17 @@ def run_one(
             ctx = multiprocessing.get_context("spawn")
             cpu_before = thread_cpu(proc.pid)
             with ctx.Manager() as manager, ctx.Pool(len(shares)) as pool:
-                barrier = manager.Barrier(len(shares))
-                parts = pool.starmap(
+                ws = args.mode == "ws"
+                # In ws mode this process waits at the barrier too: the server's CPU is counted
+                # from the moment every headset is connected.
+                barrier = manager.Barrier(len(shares) + (1 if ws else 0))
+                jobs_done = pool.starmap_async(
                     worker, [(url, share, seeded.lesson_id, args, barrier) for share in shares]
                 )
+                if ws:
+                    barrier.wait(CONNECT_TIMEOUT_S)
+                    cpu_before = thread_cpu(proc.pid)
+                parts = jobs_done.get()
             cpu = {
                 name: spent - cpu_before.get(name, 0.0)
                 for name, spent in thread_cpu(proc.pid).items()

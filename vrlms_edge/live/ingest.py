@@ -333,6 +333,8 @@ class EventIngest:
             sink.in_flight += 1  # admit()'s fast path, without a coroutine per event
         else:
             await sink.admit(self._admit_timeout_s)
+        if not self._closing and self._backlog.offer(([event], sink)):
+            return  # submit()'s fast path: there was room
         try:
             await self.submit([event], sink)
         except BaseException:
