@@ -61,6 +61,10 @@ from vrlms_edge.store.models import (
 DRAIN_S: Final = 10.0
 # Every this many events, one is a `progress` event (it updates a Result row in the batch).
 PROGRESS_EVERY: Final = 50
+# ws: after every headset connected, the box gets this long before events start: its join
+# bookkeeping (300 attendance rows through the ORM, behind the same write lock as the event
+# batches) held the first batch back by up to 2.5 s, which is the connection storm's cost (W5).
+SETTLE_S: Final = 3.0
 # Client processes wait this long for each other's headsets to connect.
 CONNECT_TIMEOUT_S: Final = 120.0
 # Pacing tick of a WebSocket headset: events of one tick are sent together.
@@ -177,7 +181,8 @@ class Start:
     """Every headset of every client process connects first; sending starts together, so the
     run measures ingest, not the connection storm (that is W5's)."""
 
-    def __init__(self, expected: int, barrier: Any) -> None:
+    def __init__(self, expected: int, barrier: Any, settle_s: float) -> None:
+        self.settle_s = settle_s
         self._left = expected
         self._barrier = barrier
         self._go = asyncio.Event()
@@ -186,6 +191,7 @@ class Start:
         self._left -= 1
         if self._left == 0:
             await asyncio.to_thread(self._barrier.wait, CONNECT_TIMEOUT_S)
+            await asyncio.sleep(self.settle_s)
             self._go.set()
         await self._go.wait()
 
@@ -286,7 +292,7 @@ async def _worker(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         if args.mode == "ws":
-            start = Start(len(jobs), barrier)
+            start = Start(len(jobs), barrier, args.settle)
             runs = [
                 ws_headset(http, url, tok, stream, lesson_id, args, start)
                 for tok, _, stream in jobs
@@ -374,6 +380,7 @@ class Args:
     seconds: float
     rate: float
     batch: int
+    settle: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -470,6 +477,7 @@ def run_one(
                 )
                 if ws:
                     barrier.wait(CONNECT_TIMEOUT_S)
+                    time.sleep(args.settle)
                     cpu_before = thread_cpu(proc.pid)
                 parts = jobs_done.get()
             cpu = {
@@ -518,6 +526,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500, help="rest: events per upload")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        help="ws: seconds between the last connection and the first event",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="ws: drive a bare aiohttp server (decode + ack, no database) instead of the box",
@@ -527,10 +541,13 @@ def main() -> int:
     if opts.serve_floor:
         serve_floor()
         return 0
-    args = Args(mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch)
+    args = Args(
+        mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch, settle=opts.settle
+    )
     print(
         ("FLOOR (bare aiohttp, no database) " if opts.floor else "")
         + f"mode={args.mode} seconds={args.seconds:g} workers={opts.workers} "
+        + (f"settle={args.settle:g}s " if args.mode == "ws" else "")
         + (f"rate={args.rate:g}/s per headset" if args.mode == "ws" else f"batch={args.batch}")
     )
     print(
