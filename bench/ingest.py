@@ -10,12 +10,22 @@ session, then drives N simulated headsets from client worker processes:
 - `rest` : each headset uploads --batch events per POST /api/events/ in a closed loop (the
            offline-upload path; not rate-limited, so it shows what the writer can do).
 
-Every loop is bounded: --seconds of sending, then at most DRAIN_S to collect the last acks.
-Reported: acknowledged (= durable) events per second over the whole run, and the latency from
-sending an event to receiving the ack that covers it (p50/p99).
+In ws mode every headset connects first and sending starts --settle seconds after the last
+one did (one start for all client processes). Every loop is bounded: --seconds of sending,
+then at most DRAIN_S to collect the last acks. Reported: acknowledged (= durable) events per
+second over the whole run, the latency from sending an event to receiving the ack that covers
+it (p50/p99), and CPU over the run: the server's (its event-loop thread; its other threads:
+the sqlite writer lane and aiosqlite's), server CPU per acknowledged event, and the clients'
+(they share the machine's cores with the box: watch that column).
+
+`--floor` drives a bare aiohttp WebSocket server instead (decode each frame as the box does,
+ack each stream every 3 ms, no database, no auth): what one event per frame costs before any
+of the box's own work. BENCH_PROFILE=file samples the server with py-spy (`--gil`, raw
+folded stacks); BENCH_LOG_LEVEL=DEBUG with BENCH_SERVER_LOG=file logs every batch.
 
     .venv/bin/python bench/ingest.py                       # 30 and 300 headsets, NORMAL and FULL
     .venv/bin/python bench/ingest.py --headsets 300 --sync FULL --seconds 10 --mode ws
+    .venv/bin/python bench/ingest.py --headsets 300 --sync NORMAL --floor
 """
 
 from __future__ import annotations
