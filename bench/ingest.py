@@ -10,12 +10,22 @@ session, then drives N simulated headsets from client worker processes:
 - `rest` : each headset uploads --batch events per POST /api/events/ in a closed loop (the
            offline-upload path; not rate-limited, so it shows what the writer can do).
 
-Every loop is bounded: --seconds of sending, then at most DRAIN_S to collect the last acks.
-Reported: acknowledged (= durable) events per second over the whole run, and the latency from
-sending an event to receiving the ack that covers it (p50/p99).
+In ws mode every headset connects first and sending starts --settle seconds after the last
+one did (one start for all client processes). Every loop is bounded: --seconds of sending,
+then at most DRAIN_S to collect the last acks. Reported: acknowledged (= durable) events per
+second over the whole run, the latency from sending an event to receiving the ack that covers
+it (p50/p99), and CPU over the run: the server's (its event-loop thread; its other threads:
+the sqlite writer lane and aiosqlite's), server CPU per acknowledged event, and the clients'
+(they share the machine's cores with the box: watch that column).
+
+`--floor` drives a bare aiohttp WebSocket server instead (decode each frame as the box does,
+ack each stream every 3 ms, no database, no auth): what one event per frame costs before any
+of the box's own work. BENCH_PROFILE=file samples the server with py-spy (`--gil`, raw
+folded stacks); BENCH_LOG_LEVEL=DEBUG with BENCH_SERVER_LOG=file logs every batch.
 
     .venv/bin/python bench/ingest.py                       # 30 and 300 headsets, NORMAL and FULL
     .venv/bin/python bench/ingest.py --headsets 300 --sync FULL --seconds 10 --mode ws
+    .venv/bin/python bench/ingest.py --headsets 300 --sync NORMAL --floor
 """
 
 from __future__ import annotations
@@ -24,15 +34,17 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
@@ -59,6 +71,12 @@ from vrlms_edge.store.models import (
 DRAIN_S: Final = 10.0
 # Every this many events, one is a `progress` event (it updates a Result row in the batch).
 PROGRESS_EVERY: Final = 50
+# ws: after every headset connected, the box gets this long before events start: its join
+# bookkeeping (300 attendance rows through the ORM, behind the same write lock as the event
+# batches) held the first batch back by up to 2.5 s, which is the connection storm's cost (W5).
+SETTLE_S: Final = 3.0
+# Client processes wait this long for each other's headsets to connect.
+CONNECT_TIMEOUT_S: Final = 120.0
 # Pacing tick of a WebSocket headset: events of one tick are sent together.
 TICK_S: Final = 0.02
 
@@ -128,6 +146,32 @@ class Outcome:
     latencies: list[float]
     first_send: float
     last_ack: float
+    cpu_s: float = 0.0  # the client process's CPU time (set on its first outcome)
+
+
+LOOP_THREAD: Final = "loop"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process (Linux /proc); the first
+    thread is reported as LOOP_THREAD."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    try:
+        tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
+    except OSError:
+        return spent
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = (
+            LOOP_THREAD if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
+        )
+        fields = stat[stat.rindex(")") + 2 :].split()
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return spent
 
 
 def _event_text(stream: str, seq: int, t_ms: int, lesson_id: str) -> str:
@@ -143,8 +187,33 @@ def _event_text(stream: str, seq: int, t_ms: int, lesson_id: str) -> str:
     )
 
 
+class Start:
+    """Every headset of every client process connects first; sending starts together, so the
+    run measures ingest, not the connection storm (that is W5's)."""
+
+    def __init__(self, expected: int, barrier: Any, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self._left = expected
+        self._barrier = barrier
+        self._go = asyncio.Event()
+
+    async def connected(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            await asyncio.to_thread(self._barrier.wait, CONNECT_TIMEOUT_S)
+            await asyncio.sleep(self.settle_s)
+            self._go.set()
+        await self._go.wait()
+
+
 async def ws_headset(
-    http: aiohttp.ClientSession, url: str, token: str, stream: str, lesson_id: str, args: Args
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    stream: str,
+    lesson_id: str,
+    args: Args,
+    start: Start,
 ) -> Outcome:
     sent_at: list[float] = [0.0]
     latencies: list[float] = []
@@ -152,6 +221,7 @@ async def ws_headset(
     last_ack = 0.0
     async with http.ws_connect(f"{url}/websocket/?token={token}", max_msg_size=0) as ws:
         await ws.receive()  # welcome
+        await start.connected()
 
         async def read() -> None:
             nonlocal acked, last_ack
@@ -227,12 +297,16 @@ async def rest_headset(
 
 
 async def _worker(
-    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args
+    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args, barrier: Any
 ) -> list[Outcome]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         if args.mode == "ws":
-            runs = [ws_headset(http, url, tok, stream, lesson_id, args) for tok, _, stream in jobs]
+            start = Start(len(jobs), barrier, args.settle)
+            runs = [
+                ws_headset(http, url, tok, stream, lesson_id, args, start)
+                for tok, _, stream in jobs
+            ]
         else:
             runs = [
                 rest_headset(http, url, tok, dev, stream, lesson_id, args)
@@ -241,8 +315,73 @@ async def _worker(
         return list(await asyncio.gather(*runs))
 
 
-def worker(url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args) -> list[Outcome]:
-    return asyncio.run(_worker(url, jobs, lesson_id, args))
+def worker(
+    url: str, jobs: list[tuple[str, str, str]], lesson_id: str, args: Args, barrier: Any
+) -> list[Outcome]:
+    started = time.process_time()
+    outcomes = asyncio.run(_worker(url, jobs, lesson_id, args, barrier))
+    if outcomes:
+        outcomes[0].cpu_s = time.process_time() - started
+    return outcomes
+
+
+# --- the floor: a bare aiohttp WebSocket server (no database, no auth) ------------------------
+
+# The floor server acknowledges what it decoded this often (the box's writer lingers 3 ms).
+FLOOR_ACK_S: Final = 0.003
+
+
+def serve_floor() -> None:
+    """Accept /websocket/, decode every frame as the box does (msgspec, `ClientMessage`) and
+    send one `event_ack` per stream every FLOOR_ACK_S: what aiohttp and the decoding cost
+    alone, driven by the same clients as the box."""
+    from aiohttp import web
+
+    from vrlms_edge.live import protocol
+
+    dirty: dict[web.WebSocketResponse, dict[str, int]] = {}
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"welcome"}')
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            message = protocol.decode_client(msg.data)
+            if isinstance(message, protocol.Event):
+                dirty.setdefault(ws, {})[message.stream] = message.seq
+        dirty.pop(ws, None)
+        return ws
+
+    async def acks(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(FLOOR_ACK_S)
+                pending = list(dirty.items())
+                dirty.clear()
+                for ws, heads in pending:
+                    for stream, seq in heads.items():
+                        if not ws.closed:
+                            await ws.send_str(protocol.event_ack(stream, seq))
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/websocket/", websocket)
+        app.cleanup_ctx.append(acks)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
 
 
 @dataclass
@@ -251,6 +390,7 @@ class Args:
     seconds: float
     rate: float
     batch: int
+    settle: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -260,7 +400,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, float]:
+def run_one(
+    headsets: int, sync: str, args: Args, workers: int, floor: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="vrlms-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VRLMS_")}
@@ -271,11 +413,13 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
             VRLMS_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         )
         cmd = [sys.executable, "-m", "vrlms_edge", "--data-dir", str(data_dir), "serve"]
+        if floor:
+            cmd = [sys.executable, __file__, "--serve-floor"]
         # BENCH_SERVER_LOG=file (with BENCH_LOG_LEVEL=DEBUG: one line per batch) for diagnosis.
         log_path = os.environ.get("BENCH_SERVER_LOG")
         server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", "0"],
+            cmd if floor else [*cmd, "--host", "127.0.0.1", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=server_log,
             text=True,
@@ -295,17 +439,64 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
                 finally:
                     await db.dispose()
 
-            seeded = asyncio.run(seeding())
+            if floor:
+                seeded = Seeded(
+                    tokens=["floor"] * headsets,
+                    device_ids=[f"hs-{i:03d}" for i in range(headsets)],
+                    lesson_id="floor",
+                )
+            else:
+                seeded = asyncio.run(seeding())
+            # BENCH_PROFILE=file: py-spy samples the server (raw folded stacks) during the run.
+            profile = os.environ.get("BENCH_PROFILE")
+            spy = (
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "-p",
+                        str(proc.pid),
+                        "-f",
+                        "raw",
+                        "-o",
+                        profile,
+                        "--nonblocking",
+                        # Only the thread holding the GIL: what the process spends it on.
+                        "--gil",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                if profile
+                else None
+            )
             jobs = [
                 (tok, dev, f"bench-{i}")
                 for i, (tok, dev) in enumerate(zip(seeded.tokens, seeded.device_ids, strict=True))
             ]
-            shares = [jobs[i::workers] for i in range(workers)]
+            shares = [share for share in (jobs[i::workers] for i in range(workers)) if share]
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                parts = pool.starmap(
-                    worker, [(url, share, seeded.lesson_id, args) for share in shares if share]
+            cpu_before = thread_cpu(proc.pid)
+            with ctx.Manager() as manager, ctx.Pool(len(shares)) as pool:
+                ws = args.mode == "ws"
+                # In ws mode this process waits at the barrier too: the server's CPU is counted
+                # from the moment every headset is connected.
+                barrier = manager.Barrier(len(shares) + (1 if ws else 0))
+                jobs_done = pool.starmap_async(
+                    worker, [(url, share, seeded.lesson_id, args, barrier) for share in shares]
                 )
+                if ws:
+                    barrier.wait(CONNECT_TIMEOUT_S)
+                    time.sleep(args.settle)
+                    cpu_before = thread_cpu(proc.pid)
+                parts = jobs_done.get()
+            cpu = {
+                name: spent - cpu_before.get(name, 0.0)
+                for name, spent in thread_cpu(proc.pid).items()
+            }
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+                spy.wait(timeout=60)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -322,6 +513,14 @@ def run_one(headsets: int, sync: str, args: Args, workers: int) -> dict[str, flo
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "wall_s": end - start,
+        "server_cpu_s": sum(cpu.values()),
+        # The event loop runs on the process's first thread.
+        "loop_cpu_s": cpu.get(LOOP_THREAD, 0.0),
+        # Every other thread: the sqlite writer lane, aiosqlite's threads (OS threads are not
+        # named after Python threads, so they cannot be told apart here).
+        "threads_cpu_s": sum(v for k, v in cpu.items() if k != LOOP_THREAD),
+        "client_cpu_s": sum(o.cpu_s for part in parts for o in part[:1]),
     }
 
 
@@ -336,23 +535,48 @@ def main() -> int:
     )
     parser.add_argument("--batch", type=int, default=500, help="rest: events per upload")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        help="ws: seconds between the last connection and the first event",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="ws: drive a bare aiohttp server (decode + ack, no database) instead of the box",
+    )
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    args = Args(mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch)
+    if opts.serve_floor:
+        serve_floor()
+        return 0
+    args = Args(
+        mode=opts.mode, seconds=opts.seconds, rate=opts.rate, batch=opts.batch, settle=opts.settle
+    )
     print(
-        f"mode={args.mode} seconds={args.seconds:g} "
+        ("FLOOR (bare aiohttp, no database) " if opts.floor else "")
+        + f"mode={args.mode} seconds={args.seconds:g} workers={opts.workers} "
+        + (f"settle={args.settle:g}s " if args.mode == "ws" else "")
         + (f"rate={args.rate:g}/s per headset" if args.mode == "ws" else f"batch={args.batch}")
     )
     print(
         f"{'headsets':>8} {'sync':>6} {'sent':>9} {'acked':>9} {'events/s':>10}"
-        f" {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'p50 ms':>8} {'p99 ms':>8} {'srv cpu%':>8} {'loop%':>6} {'threads%':>8}"
+        f" {'us/event':>8} {'client cpu%':>11}"
     )
     for sync in opts.sync.split(","):
         for headsets in (int(h) for h in opts.headsets.split(",")):
-            r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers))
+            r = run_one(headsets, sync.strip().upper(), args, max(1, opts.workers), opts.floor)
             print(
                 f"{headsets:>8} {sync:>6} {int(r['sent']):>9} {int(r['acked']):>9}"
                 f" {r['events_per_s']:>10.0f}"
-                f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}",
+                f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+                f" {100 * r['server_cpu_s'] / r['wall_s']:>8.0f}"
+                f" {100 * r['loop_cpu_s'] / r['wall_s']:>6.0f}"
+                f" {100 * r['threads_cpu_s'] / r['wall_s']:>8.0f}"
+                f" {1e6 * r['server_cpu_s'] / max(1, r['acked']):>8.1f}"
+                f" {100 * r['client_cpu_s'] / r['wall_s']:>11.0f}",
                 flush=True,
             )
     return 0

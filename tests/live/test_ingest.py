@@ -174,18 +174,18 @@ async def test_full_queue_makes_submitters_wait_then_busy(box: RunningBox) -> No
     ]
     sink = Counting()
     for e in origin_events[:3]:
-        await ingest.submit(e, sink)
+        await ingest.submit([e], sink)
     assert ingest.backlog == 3
     with pytest.raises(Exception) as refused:
-        await ingest.submit(origin_events[3], sink)
+        await ingest.submit([origin_events[3]], sink)
     assert getattr(refused.value, "code", None) == "busy"
     assert ingest.backlog == 3
-    waiting = asyncio.create_task(ingest.submit(origin_events[3], sink))
+    waiting = asyncio.create_task(ingest.submit([origin_events[3]], sink))
     await asyncio.sleep(0.05)
     assert not waiting.done()
     writer = asyncio.create_task(ingest.run())
     await asyncio.wait_for(waiting, 2)
-    await ingest.submit(origin_events[4], sink)
+    await ingest.submit([origin_events[4]], sink)
     await ingest.close()
     await asyncio.wait_for(writer, 5)
     assert sink.acks == {"bp": 5}

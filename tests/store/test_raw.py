@@ -125,3 +125,21 @@ async def test_raw_and_orm_writers_queue_behind_each_other(database: Database) -
     async with database.read() as s:
         counter = await s.get(SyncState, "n")
     assert counter is not None and counter.value == {"n": 60}
+
+
+async def test_where_reads_rows_as_the_orm_does(database: Database) -> None:
+    org_id, module_id = await _module(database)
+    async with database.write() as s:
+        rows = [
+            Lesson(org_id=org_id, module_id=module_id, title=t, apk_package="a.b", launch={"n": i})
+            for i, t in enumerate(("Mitosis", "Meiosis", "Osmosis"))
+        ]
+        s.add_all(rows)
+    found = await database.write_raw(
+        lambda conn: LESSONS.where(conn, "title IN (?, ?) ORDER BY title", ["Mitosis", "Osmosis"])
+    )
+    assert [r.title for r in found] == ["Mitosis", "Osmosis"]
+    async with database.read() as s:
+        for row in found:
+            stored = await s.get(Lesson, row.id)
+            assert stored is not None and LESSONS.snapshot(stored) == LESSONS.snapshot(row)

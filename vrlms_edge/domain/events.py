@@ -1,6 +1,7 @@
 """Interaction events: store a batch exactly once and advance each stream's durable head.
 
-The one batch writer (live/ingest.py) calls `EventLog.store` inside one write transaction.
+The one batch writer (live/ingest.py) calls `EventLog.store` inside one write transaction of the
+hot write lane (`Database.write_raw`: plain sqlite3 on the writer thread, no ORM per event).
 An event whose (device, stream, seq) is already stored is skipped before the INSERT (the
 unique key backs this up), so results derived from events count each event once. A stream's
 head (`EventStream.acked_seq`, the `event_ack` M) is the highest seq up to which every seq
@@ -11,19 +12,19 @@ The new heads are kept in memory only after the transaction committed (`EventLog
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, exists, func, select, tuple_
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from vrlms_edge.domain import results
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import BoxIdentity, EventStream, InteractionEvent, OutboxEntry
+from vrlms_edge.store.models import BoxIdentity, InteractionEvent, OutboxEntry
 
 # A seq this far beyond the stream's head is refused: it bounds the gap bookkeeping per
 # stream (a headset numbers its events 1, 2, 3... and never runs this far ahead of its acks).
@@ -31,20 +32,47 @@ MAX_SEQ_AHEAD: Final = 100_000
 # Stream heads kept in memory (a stream is one app start of one headset: a busy box sees a
 # few thousand a day); an evicted head is read back from the database when its stream returns.
 HEAD_CACHE_SIZE: Final = 20_000
+# Streams per head lookup statement (two variables each; SQLite allows 32766).
+HEAD_CHUNK: Final = 500
 
 StreamKey = tuple[str, str]  # (devices.id, stream)
 
-_INSERT_SQL: Final = (
+_INSERT_HEAD: Final = (
     "INSERT INTO interaction_events (id, created_at, updated_at, org_id, device_id, user_id,"
-    " session_id, lesson_id, stream, seq, kind, t_ms, received_ms, data)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (device_id, stream, seq) DO NOTHING"
+    " session_id, lesson_id, stream, seq, kind, t_ms, received_ms, data) VALUES "
 )
-_HEAD_SQL: Final = (
-    "INSERT INTO event_streams (device_id, stream, org_id, acked_seq, updated_at)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, stream)"
+_INSERT_TAIL: Final = " ON CONFLICT (device_id, stream, seq) DO NOTHING"
+_ROW_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Rows per INSERT statement. sqlite3 releases the GIL around every statement step, and
+# taking it back while the event loop runs Python costs up to the interpreter's switch
+# interval: executemany (one step per row) stored 3-9k events/s next to a busy loop.
+# Multi-row statements of these sizes (14 variables a row; SQLite allows 32766) need a few
+# steps per batch; a batch is split into them largest first, so only these shapes exist.
+INSERT_SHAPES: Final = (1024, 256, 64, 16, 4, 1)
+_INSERT_SQL: Final = {
+    n: _INSERT_HEAD + ", ".join([_ROW_MARKS] * n) + _INSERT_TAIL for n in INSERT_SHAPES
+}
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT the event rows (resends already stored are skipped by the unique key)."""
+    at = 0
+    for size in INSERT_SHAPES:
+        sql = _INSERT_SQL[size]
+        while len(rows) - at >= size:
+            conn.execute(sql, [value for row in rows[at : at + size] for value in row])
+            at += size
+
+
+_HEAD_INSERT: Final = (
+    "INSERT INTO event_streams (device_id, stream, org_id, acked_seq, updated_at) VALUES "
+)
+_HEAD_UPDATE: Final = (
+    " ON CONFLICT (device_id, stream)"
     " DO UPDATE SET acked_seq = excluded.acked_seq, updated_at = excluded.updated_at"
 )
+# Stream heads per upsert statement (5 variables a row): one statement for a class's streams.
+HEAD_ROWS_MAX: Final = 1000
 
 
 @dataclass(slots=True)
@@ -97,23 +125,19 @@ class Stored:
     changes: list[results.ResultChange]
 
 
-def sqlite_time(when: datetime) -> str:
-    """A UTC time as SQLAlchemy stores DateTime on SQLite (for the driver-level INSERT)."""
-    return when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
 def time_ordered_ids(now_ms: int, count: int) -> list[str]:
     """UUIDv7-style ids (millisecond time first, then random): new rows land at the end of the
     primary-key index instead of at random places, which doubles SQLite's insert rate."""
     rand_a = secrets.randbits(12)
-    base = secrets.randbits(62)
-    head = f"{(now_ms >> 16) & 0xFFFFFFFF:08x}-{now_ms & 0xFFFF:04x}-7{rand_a:03x}-"
-    mask = (1 << 62) - 1
-    out = []
-    for i in range(count):
-        rb = (base + i) & mask
-        out.append(f"{head}{0x8000 | (rb >> 48):04x}-{rb & 0xFFFFFFFFFFFF:012x}")
-    return out
+    # The random low 62 bits count up from a start low enough that a batch never carries
+    # into the upper 14: only the last group of digits is formatted per id.
+    rand_b = secrets.randbits(62) & ~((1 << 48) - 1) | secrets.randbelow((1 << 48) - count)
+    head = (
+        f"{(now_ms >> 16) & 0xFFFFFFFF:08x}-{now_ms & 0xFFFF:04x}-7{rand_a:03x}-"
+        f"{0x8000 | (rand_b >> 48):04x}-"
+    )
+    low = rand_b & ((1 << 48) - 1)
+    return [f"{head}{low + i:012x}" for i in range(count)]
 
 
 class EventLog:
@@ -129,109 +153,109 @@ class EventLog:
         found = self._heads.get(key)
         return None if found is None else found.acked
 
-    async def _load_heads(
-        self, s: AsyncSession, keys: list[StreamKey]
+    def _load_heads(
+        self, conn: sqlite3.Connection, keys: list[StreamKey]
     ) -> dict[StreamKey, StreamHead]:
-        """Heads of streams not in memory, read in two statements for the whole batch."""
-        wanted = tuple_(EventStream.device_id, EventStream.stream).in_(keys)
-        acked = {
-            (device, stream): seq
-            for device, stream, seq in (
-                await s.execute(
-                    select(EventStream.device_id, EventStream.stream, EventStream.acked_seq).where(
-                        wanted
-                    )
-                )
-            )
-        }
-        heads = {key: StreamHead(acked.get(key, 0)) for key in keys}
-        head_of = aliased(EventStream)
-        above = await s.execute(
-            select(InteractionEvent.device_id, InteractionEvent.stream, InteractionEvent.seq)
-            .outerjoin(
-                head_of,
-                and_(
-                    head_of.device_id == InteractionEvent.device_id,
-                    head_of.stream == InteractionEvent.stream,
-                ),
-            )
-            .where(
-                tuple_(InteractionEvent.device_id, InteractionEvent.stream).in_(keys),
-                InteractionEvent.seq > func.coalesce(head_of.acked_seq, 0),
-            )
-            .order_by(InteractionEvent.seq)
-        )
-        for device, stream, seq in above:
-            heads[(device, stream)].add(seq)
+        """Heads of streams not in memory, read in two statements per chunk of streams."""
+        heads = {key: StreamHead(0) for key in keys}
+        for i in range(0, len(keys), HEAD_CHUNK):
+            chunk = keys[i : i + HEAD_CHUNK]
+            wanted = ", ".join(["(?, ?)"] * len(chunk))
+            params = [part for key in chunk for part in key]
+            # Joined from the list of keys, so each stream is an index search (a row-value
+            # IN list made SQLite scan the whole event table once per new stream).
+            keyed = f"WITH k(d, s) AS (VALUES {wanted}) "
+            for device, stream, seq in conn.execute(
+                keyed + "SELECT h.device_id, h.stream, h.acked_seq FROM k"
+                " JOIN event_streams h ON h.device_id = k.d AND h.stream = k.s",
+                params,
+            ):
+                heads[(device, stream)].acked = seq
+            for device, stream, seq in conn.execute(
+                keyed + "SELECT e.device_id, e.stream, e.seq FROM k"
+                " JOIN interaction_events e ON e.device_id = k.d AND e.stream = k.s"
+                " LEFT JOIN event_streams h ON h.device_id = k.d AND h.stream = k.s"
+                " WHERE e.seq > coalesce(h.acked_seq, 0) ORDER BY e.seq",
+                params,
+            ):
+                heads[(device, stream)].add(seq)
         return heads
 
-    async def store(
-        self, s: AsyncSession, events: list[NewEvent], now: datetime, now_ms: int
+    def store(
+        self, conn: sqlite3.Connection, events: list[NewEvent], now: datetime, now_ms: int
     ) -> Stored:
         """Store the events not stored yet, advance heads, derive results; all inside the
-        caller's write transaction. Nothing in memory changes until `committed`."""
+        caller's write transaction on the hot write lane (`Database.write_raw`, on the
+        writer thread). Nothing the event loop reads changes until `committed`."""
         heads: dict[StreamKey, StreamHead] = {}
         orgs: dict[StreamKey, str] = {}
         fresh: list[NewEvent] = []
         refused: list[NewEvent] = []
         missing: list[StreamKey] = []
+        cache = self._heads
         for event in events:
-            key = event.key
+            key = (event.device_pk, event.stream)
             if key not in orgs:
                 orgs[key] = event.org_id
-                cached = self._heads.get(key)
+                cached = cache.get(key)
                 if cached is not None:
                     heads[key] = cached.copy()
                 else:
                     missing.append(key)
         if missing:
-            heads.update(await self._load_heads(s, missing))
+            heads.update(self._load_heads(conn, missing))
         for event in events:
-            key = event.key
-            head = heads[key]
+            head = heads[(event.device_pk, event.stream)]
             seq = event.seq
             if seq <= head.acked or seq in head.above:
                 continue  # stored before (a resend): acknowledged, not stored again
             if seq > head.acked + MAX_SEQ_AHEAD:
                 refused.append(event)
                 continue
-            head.add(seq)
+            if seq == head.acked + 1 and not head.above:
+                head.acked = seq  # the usual case, inlined: the next seq of a gapless stream
+            else:
+                head.add(seq)
             fresh.append(event)
         changes: list[results.ResultChange] = []
+        stamp = results.sql_time(now)
         if fresh:
-            await self.sessions.attribute(s, fresh, now_ms)
-            stamp = sqlite_time(now)
+            self.sessions.attribute(conn, fresh, now_ms)
             ids = time_ordered_ids(now_ms, len(fresh))
-            rows = [
-                (
-                    ids[i],
-                    stamp,
-                    stamp,
-                    e.org_id,
-                    e.device_pk,
-                    e.user_id,
-                    e.session_id,
-                    e.lesson_id,
-                    e.stream,
-                    e.seq,
-                    e.kind,
-                    e.t_ms,
-                    e.received_ms,
-                    e.data,
-                )
-                for i, e in enumerate(fresh)
-            ]
-            conn = await s.connection()
-            await conn.exec_driver_sql(_INSERT_SQL, rows)
-            changes = await results.apply_events(s, fresh, now, self.attendance)
+            insert_rows(
+                conn,
+                [
+                    (
+                        row_id,
+                        stamp,
+                        stamp,
+                        e.org_id,
+                        e.device_pk,
+                        e.user_id,
+                        e.session_id,
+                        e.lesson_id,
+                        e.stream,
+                        e.seq,
+                        e.kind,
+                        e.t_ms,
+                        e.received_ms,
+                        e.data,
+                    )
+                    for row_id, e in zip(ids, fresh, strict=True)
+                ],
+            )
+            changes = results.apply_events(conn, fresh, now, self.attendance)
         moved = [
-            (key[0], key[1], orgs[key], head.acked, sqlite_time(now))
+            (key[0], key[1], orgs[key], head.acked, stamp)
             for key, head in heads.items()
             if head.acked != self._cached_acked(key)
         ]
-        if moved:
-            conn = await s.connection()
-            await conn.exec_driver_sql(_HEAD_SQL, moved)
+        for i in range(0, len(moved), HEAD_ROWS_MAX):
+            rows = moved[i : i + HEAD_ROWS_MAX]
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+            conn.execute(
+                _HEAD_INSERT + marks + _HEAD_UPDATE, [value for row in rows for value in row]
+            )
         return Stored(heads=heads, fresh=fresh, refused=refused, changes=changes)
 
     def _cached_acked(self, key: StreamKey) -> int | None:

@@ -1,6 +1,7 @@
 """Results: what events mean for each student's lesson, who may read them, and the analytics.
 
-`apply_events` runs inside the batch writer's transaction, so a Result row (one per user,
+`apply_events` runs inside the batch writer's transaction (on the hot write lane,
+store/raw.py), so a Result row (one per user,
 lesson and session) changes together with the events that changed it, exactly once:
 
 - `lesson_start`: not_started -> in_progress;
@@ -16,6 +17,8 @@ Attendance: the first event of a student attributed to a session records that th
 from __future__ import annotations
 
 import math
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -31,7 +34,6 @@ from vrlms_edge.store.models import (
     Class,
     Enrollment,
     InteractionEvent,
-    Lesson,
     Result,
     ResultStatus,
     Role,
@@ -40,7 +42,8 @@ from vrlms_edge.store.models import (
     User,
     new_id,
 )
-from vrlms_edge.sync.outbox import enqueue_many, row_payload
+from vrlms_edge.store.raw import RawTable
+from vrlms_edge.sync.outbox import enqueue_raw, row_payload
 
 if TYPE_CHECKING:
     from vrlms_edge.domain.events import NewEvent
@@ -88,62 +91,52 @@ class SessionFinder:
         self._spans: dict[str, tuple[int, list[SessionSpan]]] = {}
         self.lesson_of: dict[str, str | None] = {}
 
-    async def attribute(self, s: AsyncSession, events: list[NewEvent], now_ms: int) -> None:
+    def attribute(self, conn: sqlite3.Connection, events: list[NewEvent], now_ms: int) -> None:
         """Set `session_id` of the events that do not know it yet (a live connection tells)."""
         unknown = [e for e in events if e.session_id is None and e.user_id is not None]
         if not unknown:
             return
-        users = {e.user_id for e in unknown if e.user_id is not None}
+        spans = self._spans
         stale = [
             u
-            for u in users
-            if u not in self._spans or now_ms - self._spans[u][0] > SESSION_REFRESH_MS
+            for u in {e.user_id for e in unknown if e.user_id is not None}
+            if u not in spans or now_ms - spans[u][0] > SESSION_REFRESH_MS
         ]
         if stale:
-            await self._load(s, stale, now_ms)
+            self._load(conn, stale, now_ms)
         for e in unknown:
             if e.user_id is None:
                 continue
             best: SessionSpan | None = None
-            for span in self._spans[e.user_id][1]:
+            for span in spans[e.user_id][1]:
                 if span.covers(e.t_ms) and (best is None or span.start_ms > best.start_ms):
                     best = span
             e.session_id = best.session_id if best is not None else None
 
-    async def _load(self, s: AsyncSession, users: list[str], now_ms: int) -> None:
-        horizon = datetime.fromtimestamp((now_ms - OFFLINE_WINDOW_MS) / 1000, tz=UTC)
-        rows = await s.execute(
-            select(
-                Enrollment.user_id,
-                Session.id,
-                Session.org_id,
-                Session.lesson_id,
-                Session.status,
-                Session.started_at,
-                Session.ended_at,
-            )
-            .join(Session, Session.class_id == Enrollment.class_id)
-            .where(
-                Enrollment.user_id.in_(users),
-                Enrollment.deleted_at.is_(None),
-                Session.deleted_at.is_(None),
-                Session.started_at.is_not(None),
-                or_(Session.ended_at.is_(None), Session.ended_at > horizon),
-            )
-        )
+    def _load(self, conn: sqlite3.Connection, users: list[str], now_ms: int) -> None:
+        horizon = sql_time(datetime.fromtimestamp((now_ms - OFFLINE_WINDOW_MS) / 1000, tz=UTC))
         found: dict[str, list[SessionSpan]] = {u: [] for u in users}
-        for user_id, sid, org_id, lesson_id, status, started, ended in rows:
-            live = status in (SessionStatus.playing, SessionStatus.paused) or ended is None
-            found[user_id].append(
-                SessionSpan(
-                    session_id=sid,
-                    org_id=org_id,
-                    lesson_id=lesson_id,
-                    start_ms=_ms(started),
-                    end_ms=None if live else _ms(ended),
-                )
+        for chunk in _chunks(users):
+            rows = conn.execute(
+                "SELECT e.user_id, s.id, s.org_id, s.lesson_id, s.status, s.started_at,"
+                " s.ended_at FROM enrollments e JOIN sessions s ON s.class_id = e.class_id"
+                f" WHERE e.user_id IN ({_marks(len(chunk))}) AND e.deleted_at IS NULL"
+                " AND s.deleted_at IS NULL AND s.started_at IS NOT NULL"
+                " AND (s.ended_at IS NULL OR s.ended_at > ?)",
+                [*chunk, horizon],
             )
-            self.lesson_of[sid] = lesson_id
+            for user_id, sid, org_id, lesson_id, status, started, ended in rows:
+                live = status in (SessionStatus.playing, SessionStatus.paused) or ended is None
+                found[user_id].append(
+                    SessionSpan(
+                        session_id=sid,
+                        org_id=org_id,
+                        lesson_id=lesson_id,
+                        start_ms=_text_ms(started),
+                        end_ms=None if live else _text_ms(ended),
+                    )
+                )
+                self.lesson_of[sid] = lesson_id
         for user_id, spans in found.items():
             self._spans[user_id] = (now_ms, spans)
 
@@ -170,6 +163,33 @@ class AttendanceBook:
 
 
 # --- deriving results ---------------------------------------------------------------------------
+
+# Values per statement in `IN (...)` lists: far below SQLite's limit of 32766 variables.
+IN_CHUNK: Final = 500
+
+RESULTS: Final = RawTable(Result)
+ATTENDANCE: Final = RawTable(Attendance)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    ordered = list(values)
+    for i in range(0, len(ordered), IN_CHUNK):
+        yield ordered[i : i + IN_CHUNK]
+
+
+def sql_time(when: datetime) -> str:
+    """A UTC time as SQLAlchemy stores DateTime on SQLite (for SQL text on the hot lane)."""
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _text_ms(stored: str | None) -> int:
+    if stored is None:
+        return 0
+    return int(datetime.fromisoformat(stored).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 @dataclass(slots=True)
@@ -240,24 +260,34 @@ def _apply_one(row: Result, event: NewEvent) -> None:
 Outbox = list[tuple[str, str, str, dict[str, Any]]]  # (org_id, entity, entity_id, payload)
 
 
-async def _record_attendance(
-    s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook, outbox: Outbox
+def _record_attendance(
+    conn: sqlite3.Connection,
+    events: list[NewEvent],
+    now: datetime,
+    book: AttendanceBook,
+    outbox: Outbox,
 ) -> None:
     firsts: dict[tuple[str, str], NewEvent] = {}
+    known, pending = book.known, book.pending
     for e in events:
         if e.session_id is not None and e.user_id is not None:
             pair = (e.session_id, e.user_id)
-            if pair not in book.known and pair not in book.pending and pair not in firsts:
+            if pair not in known and pair not in pending and pair not in firsts:
                 firsts[pair] = e
     if not firsts:
         return
-    found = await s.execute(
-        select(Attendance.session_id, Attendance.user_id).where(
-            Attendance.session_id.in_({p[0] for p in firsts}),
-            Attendance.user_id.in_({p[1] for p in firsts}),
-        )
-    )
-    present = {(session_id, user_id) for session_id, user_id in found}
+    present: set[tuple[str, str]] = set()
+    sessions = list({p[0] for p in firsts})
+    for users in _chunks({p[1] for p in firsts}):
+        for chunk in _chunks(sessions):
+            present.update(
+                conn.execute(
+                    "SELECT session_id, user_id FROM attendance"
+                    f" WHERE session_id IN ({_marks(len(chunk))})"
+                    f" AND user_id IN ({_marks(len(users))})",
+                    [*chunk, *users],
+                )
+            )
     for (session_id, user_id), e in firsts.items():
         if (session_id, user_id) not in present:
             # Events arrived without a live connection (an offline upload): they still show
@@ -274,27 +304,27 @@ async def _record_attendance(
                 created_at=now,
                 updated_at=now,
             )
-            s.add(row)
+            ATTENDANCE.insert(conn, row)
             outbox.append((e.org_id, "attendance", row.id, row_payload(row)))
-        book.pending.add((session_id, user_id))
+        pending.add((session_id, user_id))
 
 
-async def apply_events(
-    s: AsyncSession, events: list[NewEvent], now: datetime, book: AttendanceBook
+def apply_events(
+    conn: sqlite3.Connection, events: list[NewEvent], now: datetime, book: AttendanceBook
 ) -> list[ResultChange]:
-    """Update attendance and Result rows for newly stored events (same transaction). A few
-    statements per batch whatever its size: rows are read and the outbox written in bulk."""
+    """Update attendance and Result rows for newly stored events, inside the batch's
+    transaction on the hot write lane (store/raw.py). A few statements per batch whatever its
+    size: rows are read and the outbox written in bulk."""
     outbox: Outbox = []
-    with s.no_autoflush:
-        await _record_attendance(s, events, now, book, outbox)
-        changes = await _apply_results(s, events, now, outbox)
-        if outbox:
-            await enqueue_many(s, outbox)
+    _record_attendance(conn, events, now, book, outbox)
+    changes = _apply_results(conn, events, now, outbox)
+    if outbox:
+        enqueue_raw(conn, outbox)
     return changes
 
 
-async def _apply_results(
-    s: AsyncSession, events: list[NewEvent], now: datetime, outbox: Outbox
+def _apply_results(
+    conn: sqlite3.Connection, events: list[NewEvent], now: datetime, outbox: Outbox
 ) -> list[ResultChange]:
     relevant = [
         e
@@ -303,18 +333,24 @@ async def _apply_results(
     ]
     if not relevant:
         return []
-    lesson_ids = {e.lesson_id for e in relevant}
-    user_ids = {e.user_id for e in relevant}
-    found = await s.execute(select(Lesson.id, Lesson.org_id).where(Lesson.id.in_(lesson_ids)))
-    known_lessons = {lesson_id: org_id for lesson_id, org_id in found}
-    rows: dict[tuple[str, str, str | None], Result] = {
-        (r.user_id, r.lesson_id, r.session_id): r
-        for r in (
-            await s.execute(
-                select(Result).where(Result.user_id.in_(user_ids), Result.lesson_id.in_(lesson_ids))
+    lesson_ids = list({e.lesson_id for e in relevant if e.lesson_id is not None})
+    user_ids = list({e.user_id for e in relevant if e.user_id is not None})
+    known_lessons: dict[str, str] = {}
+    rows: dict[tuple[str, str, str | None], Result] = {}
+    for lessons in _chunks(lesson_ids):
+        known_lessons.update(
+            conn.execute(
+                f"SELECT id, org_id FROM lessons WHERE id IN ({_marks(len(lessons))})", lessons
             )
-        ).scalars()
-    }
+        )
+        for users in _chunks(user_ids):
+            for r in RESULTS.where(
+                conn,
+                f"user_id IN ({_marks(len(users))}) AND lesson_id IN ({_marks(len(lessons))})",
+                [*users, *lessons],
+            ):
+                rows[(r.user_id, r.lesson_id, r.session_id)] = r
+    before: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     touched: dict[tuple[str, str, str | None], Result] = {}
     for e in relevant:
         lesson_id, user_id = e.lesson_id, e.user_id
@@ -324,12 +360,18 @@ async def _apply_results(
         row = rows.get(key)
         if row is None:
             row = rows[key] = _new_result(e.org_id, key, now)
-            s.add(row)
+        elif key not in touched and key not in before:
+            before[key] = RESULTS.snapshot(row)
         _apply_one(row, e)
         touched[key] = row
     changes = []
-    for row in touched.values():
+    for key, row in touched.items():
         row.updated_at = now
+        previous = before.get(key)
+        if previous is None:
+            RESULTS.insert(conn, row)
+        else:
+            RESULTS.update(conn, row, previous)
         outbox.append((row.org_id, "results", row.id, row_payload(row)))
         changes.append(
             ResultChange(

@@ -129,11 +129,16 @@ class Dispatch:
             self._count(limits)
             self._refuse(conn, limits, refusal)
             return
-        if not isinstance(message, Event):
+        if type(message) is Event:  # most frames: checked first, not counted
             # Events are paced by the ingest's back-pressure instead (it stops reading a
             # headset whose events wait for the disk): counting them here would close a
             # well-behaved headset whose backlog is read in one go after such a pause.
-            self._count(limits)
+            try:
+                await self._event(conn, message)
+            except Refusal as refusal:
+                self._refuse(conn, limits, refusal)
+            return
+        self._count(limits)
         try:
             if isinstance(message, TimeRequest):
                 self._time(conn, limits, message, t1)
@@ -141,8 +146,6 @@ class Dispatch:
                 self._ack(conn, message)
             elif isinstance(message, Command):
                 await self._command(conn, message)
-            elif isinstance(message, Event):
-                await self._event(conn, message)
             elif isinstance(message, Status):
                 self._status(conn, message)
         except Refusal as refusal:

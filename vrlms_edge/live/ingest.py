@@ -5,7 +5,9 @@
 
 The writer takes whatever has queued up (at most BATCH_MAX events; when only a few are
 waiting it lingers FLUSH_LINGER_S for more), stores them with `EventLog.store` in one
-transaction and, once that committed, tells every submitter the new heads of its streams.
+transaction on the hot write lane (`Database.write_raw`: the writer thread's own sqlite3
+connection, so the event loop keeps reading headsets meanwhile) and, once that committed,
+tells every submitter the new heads of its streams (one `event_ack` per stream per batch).
 While the queue is full a submitter waits for space (the WebSocket stops reading that headset,
 the REST request waits) for at most ADMIT_TIMEOUT_S, then gets `busy`: nothing is dropped that
 was acknowledged and memory stays bounded. On shutdown the queue is drained into a final batch.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Final, Protocol
@@ -154,12 +157,13 @@ class PeerAcks:
     (coalesced in the connection's queue: a newer ack of a stream replaces a pending one).
     It also caps the headset's events waiting for the disk (MAX_IN_FLIGHT): beyond that its
     connection is not read until acks come back, so one fast headset cannot fill the queue
-    that the whole class shares."""
+    that the whole class shares. `origin` is the connection's, made once."""
 
-    __slots__ = ("_space", "in_flight", "peer")
+    __slots__ = ("_space", "in_flight", "origin", "peer")
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, origin: Origin) -> None:
         self.peer = peer
+        self.origin = origin
         self.in_flight = 0
         self._space = asyncio.Event()
 
@@ -197,6 +201,69 @@ class PeerAcks:
 
 
 Observer = Callable[[Stored], None]
+Chunk = tuple[list[NewEvent], AckSink]  # events of one submitter, queued together
+
+
+class Backlog:
+    """The bounded queue between the submitters and the writer, counted in events.
+
+    A chunk (one WebSocket event, or a whole REST upload) is queued while fewer than
+    `capacity` events wait, so the queue holds at most capacity + MAX_BATCH_EVENTS events and
+    a big upload is not starved by single events taking every slot that frees up."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self.closed = False
+        self._chunks: deque[Chunk] = deque()
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+
+    def offer(self, chunk: Chunk) -> bool:
+        """Queue the chunk if there is room now (never once closed)."""
+        if self.size >= self.capacity or self.closed:
+            return False
+        self._chunks.append(chunk)
+        self.size += len(chunk[0])
+        self._ready.set()
+        return True
+
+    async def put(self, chunk: Chunk, timeout_s: float) -> bool:
+        """Queue the chunk, waiting at most timeout_s for room; False if there was none."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self.offer(chunk):
+                    if self.closed:
+                        return False
+                    self._space.clear()
+                    await self._space.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self, limit: int, batch: list[Chunk]) -> int:
+        """Move queued chunks into `batch` until it holds `limit` events (a chunk is never
+        split); returns the number of events in `batch`."""
+        chunks = self._chunks
+        held = sum(len(events) for events, _ in batch)
+        while chunks and (held == 0 or held + len(chunks[0][0]) <= limit):
+            chunk = chunks.popleft()
+            held += len(chunk[0])
+            self.size -= len(chunk[0])
+            batch.append(chunk)
+        if not chunks:
+            self._ready.clear()
+        self._space.set()
+        return held
+
+    def close(self) -> None:
+        """Admit nothing more; wake the writer (to drain) and every waiting submitter."""
+        self.closed = True
+        self._ready.set()
+        self._space.set()
+
+    async def ready(self) -> None:
+        await self._ready.wait()
 
 
 class EventIngest:
@@ -212,7 +279,7 @@ class EventIngest:
     ) -> None:
         self._db = db
         self._clock = clock
-        self._queue: asyncio.Queue[tuple[NewEvent, AckSink] | None] = asyncio.Queue(capacity)
+        self._backlog = Backlog(capacity)
         self._admit_timeout_s = admit_timeout_s
         self._log = EventLog()
         self._closing = False
@@ -224,12 +291,13 @@ class EventIngest:
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return self._backlog.size
 
     def new_event(self, origin: Origin, msg: Event | EventItem, stream: str) -> NewEvent:
         """Check one event and turn it into what the writer stores (raises AppError)."""
         raw = msg.data
         blob = bytes(raw) if isinstance(raw, msgspec.Raw) else _encoder.encode(raw)
+        data = event_data(blob, "$.data")
         return NewEvent(
             org_id=origin.org_id,
             device_pk=origin.device_pk,
@@ -239,33 +307,36 @@ class EventIngest:
             kind=msg.kind,
             t_ms=msg.t_ms,
             lesson_id=msg.lesson_id,
-            data=event_data(blob, "$.data"),
+            data=data,
             received_ms=self._clock.now_ms(),
             session_id=origin.session_id,
         )
 
-    async def submit(self, event: NewEvent, sink: AckSink) -> None:
-        """Queue one event; waits while the queue is full (back-pressure), then `busy`."""
+    async def submit(self, events: list[NewEvent], sink: AckSink) -> None:
+        """Queue events of one submitter; waits while the queue is full (back-pressure),
+        then `busy`."""
         if self._closing:
             raise AppError(503, "shutting_down", "the box is stopping; resend later")
-        try:
-            self._queue.put_nowait((event, sink))
+        chunk = (events, sink)
+        if self._backlog.offer(chunk) or await self._backlog.put(chunk, self._admit_timeout_s):
             return
-        except asyncio.QueueFull:
-            pass
-        try:
-            await asyncio.wait_for(self._queue.put((event, sink)), self._admit_timeout_s)
-        except TimeoutError:
-            raise AppError(
-                503, "busy", "the box is saving events slower than they arrive; resend later"
-            ) from None
+        if self._closing:
+            raise AppError(503, "shutting_down", "the box is stopping; resend later")
+        raise AppError(
+            503, "busy", "the box is saving events slower than they arrive; resend later"
+        )
 
-    async def accept(self, origin: Origin, msg: Event, sink: PeerAcks) -> None:
+    async def accept(self, msg: Event, sink: PeerAcks) -> None:
         """A headset's `event` message: checked, then queued (the WebSocket's plug point)."""
-        event = self.new_event(origin, msg, msg.stream)
-        await sink.admit(self._admit_timeout_s)
+        event = self.new_event(sink.origin, msg, msg.stream)
+        if sink.in_flight < MAX_IN_FLIGHT:
+            sink.in_flight += 1  # admit()'s fast path, without a coroutine per event
+        else:
+            await sink.admit(self._admit_timeout_s)
+        if not self._closing and self._backlog.offer(([event], sink)):
+            return  # submit()'s fast path: there was room
         try:
-            await self.submit(event, sink)
+            await self.submit([event], sink)
         except BaseException:
             sink.release(1)
             raise
@@ -281,8 +352,7 @@ class EventIngest:
                 err.detail = {"path": f"$.events[{i}].data"}
                 raise
         receipt = Receipt(expected=len(events))
-        for event in events:
-            await self.submit(event, receipt)
+        await self.submit(events, receipt)
         await receipt.done.wait()
         return receipt
 
@@ -290,84 +360,61 @@ class EventIngest:
 
     async def run(self) -> None:
         """The batch writer: runs until `close()` and the queue is drained."""
-        queue = self._queue
+        backlog = self._backlog
         while True:
-            first = await queue.get()
-            batch: list[tuple[NewEvent, AckSink]] = []
-            stop = first is None
-            if first is not None:
-                batch.append(first)
-            stop = self._drain(batch) or stop
-            if not stop and len(batch) < LINGER_BELOW:
+            await backlog.ready()
+            batch: list[Chunk] = []
+            held = backlog.take(BATCH_MAX, batch)
+            if 0 < held < LINGER_BELOW and not self._closing:
                 await asyncio.sleep(FLUSH_LINGER_S)
-                stop = self._drain(batch) or stop
+                held = backlog.take(BATCH_MAX, batch)
             if batch:
                 await self._write(batch)
-            if stop:
-                # Whatever was queued behind the close marker still gets written.
-                rest: list[tuple[NewEvent, AckSink]] = []
-                self._drain(rest, limit=None)
-                if rest:
-                    await self._write(rest)
+            if self._closing and backlog.size == 0:
                 return
 
-    def _drain(self, batch: list[tuple[NewEvent, AckSink]], limit: int | None = BATCH_MAX) -> bool:
-        queue = self._queue
-        stop = False
-        while (limit is None or len(batch) < limit) and not queue.empty():
-            item = queue.get_nowait()
-            if item is None:
-                stop = True
-            else:
-                batch.append(item)
-        return stop
-
-    async def _write(self, batch: list[tuple[NewEvent, AckSink]]) -> None:
-        events = [event for event, _ in batch]
+    async def _write(self, batch: list[Chunk]) -> None:
+        events = [event for chunk, _ in batch for event in chunk]
         now, now_ms = self._clock.now(), self._clock.now_ms()
-        began = entered = stored_at = 0.0
+        began = self._clock.monotonic()
         try:
-            began = self._clock.monotonic()
-            async with self._db.write() as s:
-                entered = self._clock.monotonic()
-                stored = await self._log.store(s, events, now, now_ms)
-                stored_at = self._clock.monotonic()
+            stored = await self._db.write_raw(
+                lambda conn: self._log.store(conn, events, now, now_ms)
+            )
         except Exception:
             log.exception(
-                "could not store a batch of %d events; they stay unacknowledged", len(batch)
+                "could not store a batch of %d events; they stay unacknowledged", len(events)
             )
             self._log.rolled_back()
             self.failed_batches += 1
-            for sink, count in _counts(batch).values():
+            for sink, count, _ in _by_sink(batch):
                 sink.failed(count)
             return
         self._log.committed(stored)
         if log.isEnabledFor(logging.DEBUG):
-            done = self._clock.monotonic()
             log.debug(
-                "batch: %d events (%d new): lock %.1f ms, store %.1f ms, commit %.1f ms; %d queued",
-                len(batch),
+                "batch: %d events (%d new) stored and committed in %.1f ms; %d queued",
+                len(events),
                 len(stored.fresh),
-                (entered - began) * 1000,
-                (stored_at - entered) * 1000,
-                (done - stored_at) * 1000,
-                self._queue.qsize(),
+                (self._clock.monotonic() - began) * 1000,
+                self._backlog.size,
             )
         self.batches_total += 1
         self.stored_total += len(stored.fresh)
+        heads = stored.heads
         refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
-        per_sink: dict[int, tuple[AckSink, dict[str, int], int, list[tuple[str, int]]]] = {}
-        for event, sink in batch:
-            entry = per_sink.get(id(sink))
-            if entry is None:
-                entry = (sink, {}, 0, [])
-            acks = entry[1]
-            acks[event.stream] = stored.heads[event.key].acked
-            rejected = entry[3]
-            if refused and (event.device_pk, event.stream, event.seq) in refused:
-                rejected.append((event.stream, event.seq))
-            per_sink[id(sink)] = (sink, acks, entry[2] + 1, rejected)
-        for sink, acks, count, rejected in per_sink.values():
+        for sink, count, chunks in _by_sink(batch):
+            acks: dict[str, int] = {}
+            rejected: list[tuple[str, int]] = []
+            for chunk in chunks:
+                for device_pk, stream in {(e.device_pk, e.stream) for e in chunk}:
+                    acks[stream] = heads[(device_pk, stream)].acked
+                if refused:
+                    rejected.extend(
+                        (e.stream, e.seq)
+                        for e in chunk
+                        if (e.device_pk, e.stream, e.seq) in refused
+                    )
             try:
                 sink.settled(acks, count, rejected)
             except Exception:  # one broken connection must not stop the others' acks
@@ -379,14 +426,18 @@ class EventIngest:
                 log.exception("an ingest observer failed")
 
     async def close(self) -> None:
-        """Refuse new events, write what is queued, stop the writer (via the close marker)."""
+        """Refuse new events, write what is queued, stop the writer."""
         self._closing = True
-        await self._queue.put(None)
+        self._backlog.close()
 
 
-def _counts(batch: list[tuple[NewEvent, AckSink]]) -> dict[int, tuple[AckSink, int]]:
-    counts: dict[int, tuple[AckSink, int]] = {}
-    for _, sink in batch:
-        previous = counts.get(id(sink))
-        counts[id(sink)] = (sink, 1 if previous is None else previous[1] + 1)
-    return counts
+def _by_sink(batch: list[Chunk]) -> list[tuple[AckSink, int, list[list[NewEvent]]]]:
+    """The batch's chunks grouped by submitter: (sink, events, chunks)."""
+    grouped: dict[int, tuple[AckSink, list[int], list[list[NewEvent]]]] = {}
+    for events, sink in batch:
+        entry = grouped.get(id(sink))
+        if entry is None:
+            entry = grouped[id(sink)] = (sink, [0], [])
+        entry[1][0] += len(events)
+        entry[2].append(events)
+    return [(sink, count[0], chunks) for sink, count, chunks in grouped.values()]

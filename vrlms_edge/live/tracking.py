@@ -67,15 +67,15 @@ def plug_into_websocket(sinks: FrameSinks, ingest: EventIngest, live: LiveView) 
     async def on_event(peer: Peer, message: Event) -> None:
         sink = acks.get(peer)
         if sink is None:
-            sink = acks[peer] = PeerAcks(peer)
-        device_pk = peer.device_pk
-        if device_pk is None:  # dispatch admits events from headsets only
-            raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
-        origin = Origin(
-            org_id=peer.principal.org_id, device_pk=device_pk, user_id=peer.principal.user_id
-        )
+            device_pk = peer.device_pk
+            if device_pk is None:  # dispatch admits events from headsets only
+                raise Refusal(protocol.FORBIDDEN, "events come from headsets (a device token)")
+            origin = Origin(
+                org_id=peer.principal.org_id, device_pk=device_pk, user_id=peer.principal.user_id
+            )
+            sink = acks[peer] = PeerAcks(peer, origin)
         try:
-            await ingest.accept(origin, message, sink)
+            await ingest.accept(message, sink)
         except AppError as err:
             raise Refusal(err.code, err.message) from None
 
