@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
 from vrlms_edge.domain import roster
 from vrlms_edge.store.db import Database
@@ -143,3 +144,20 @@ async def test_where_reads_rows_as_the_orm_does(database: Database) -> None:
         for row in found:
             stored = await s.get(Lesson, row.id)
             assert stored is not None and LESSONS.snapshot(stored) == LESSONS.snapshot(row)
+
+
+async def test_upsert_of_many_rows_spans_every_statement_shape(database: Database) -> None:
+    """1,371 rows = 1024 + 5 x 64 + 16 + 2 x 4 + 3 x 1: every row lands once, and a second
+    upsert replaces the listed column of every row."""
+    count = 1024 + 5 * 64 + 16 + 2 * 4 + 3
+    when = datetime(2026, 11, 27, tzinfo=UTC)
+    for n in (1, 2):
+        rows = [
+            {"name": f"k{i}", "value": {"n": n, "i": i}, "updated_at": when} for i in range(count)
+        ]
+        await database.write_raw(
+            lambda conn, rows=rows: STATE.upsert(conn, rows, conflict=("name",), update=("value",))
+        )
+    async with database.read() as s:
+        stored = {r.name: r.value for r in await s.scalars(select(SyncState))}
+    assert stored == {f"k{i}": {"n": 2, "i": i} for i in range(count)}

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vrlms_edge.domain import results
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import BoxIdentity, InteractionEvent, OutboxEntry
+from vrlms_edge.store.raw import execute_rows
 
 # A seq this far beyond the stream's head is refused: it bounds the gap bookkeeping per
 # stream (a headset numbers its events 1, 2, 3... and never runs this far ahead of its acks).
@@ -43,25 +44,11 @@ _INSERT_HEAD: Final = (
 )
 _INSERT_TAIL: Final = " ON CONFLICT (device_id, stream, seq) DO NOTHING"
 _ROW_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Rows per INSERT statement. sqlite3 releases the GIL around every statement step, and
-# taking it back while the event loop runs Python costs up to the interpreter's switch
-# interval: executemany (one step per row) stored 3-9k events/s next to a busy loop.
-# Multi-row statements of these sizes (14 variables a row; SQLite allows 32766) need a few
-# steps per batch; a batch is split into them largest first, so only these shapes exist.
-INSERT_SHAPES: Final = (1024, 256, 64, 16, 4, 1)
-_INSERT_SQL: Final = {
-    n: _INSERT_HEAD + ", ".join([_ROW_MARKS] * n) + _INSERT_TAIL for n in INSERT_SHAPES
-}
 
 
 def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """INSERT the event rows (resends already stored are skipped by the unique key)."""
-    at = 0
-    for size in INSERT_SHAPES:
-        sql = _INSERT_SQL[size]
-        while len(rows) - at >= size:
-            conn.execute(sql, [value for row in rows[at : at + size] for value in row])
-            at += size
+    execute_rows(conn, _INSERT_HEAD, _ROW_MARKS, _INSERT_TAIL, rows)
 
 
 _HEAD_INSERT: Final = (
@@ -71,8 +58,6 @@ _HEAD_UPDATE: Final = (
     " ON CONFLICT (device_id, stream)"
     " DO UPDATE SET acked_seq = excluded.acked_seq, updated_at = excluded.updated_at"
 )
-# Stream heads per upsert statement (5 variables a row): one statement for a class's streams.
-HEAD_ROWS_MAX: Final = 1000
 
 
 @dataclass(slots=True)
@@ -250,12 +235,7 @@ class EventLog:
             for key, head in heads.items()
             if head.acked != self._cached_acked(key)
         ]
-        for i in range(0, len(moved), HEAD_ROWS_MAX):
-            rows = moved[i : i + HEAD_ROWS_MAX]
-            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
-            conn.execute(
-                _HEAD_INSERT + marks + _HEAD_UPDATE, [value for row in rows for value in row]
-            )
+        execute_rows(conn, _HEAD_INSERT, "(?, ?, ?, ?, ?)", _HEAD_UPDATE, moved)
         return Stored(heads=heads, fresh=fresh, refused=refused, changes=changes)
 
     def _cached_acked(self, key: StreamKey) -> int | None:
