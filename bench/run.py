@@ -372,43 +372,60 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
     return out
 
 
+# W2 modes: the headset protocol (one `event` per WebSocket frame), the offline upload
+# (POST /api/events/ batches), and in --full the bare-aiohttp WebSocket floor (no database).
+INGEST_MODES_QUICK = (("", ["--mode", "ws"]), ("rest_", ["--mode", "rest"]))
+INGEST_MODES_FULL = (*INGEST_MODES_QUICK, ("floor_", ["--mode", "ws", "--floor"]))
+
+
 def run_ingest(full: bool, log: Any) -> dict[str, Any] | None:
-    """W2 belongs to bench/ingest.py (the tracking helper's); run it if it is there and read
-    its table rows: `headsets sync acked events/s p50_ms p99_ms`."""
+    """W2 is bench/ingest.py: run it per mode and read its table rows (columns by the header
+    line: `headsets sync sent acked events/s p50 ms p99 ms ...`)."""
     script = BENCH / "ingest.py"
     if not script.exists():
         return None
-    cmd = [sys.executable, str(script), "--headsets", "300", "--sync", "NORMAL,FULL"]
-    cmd += [] if full else ["--seconds", "4"]
-    try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return {"error": "bench/ingest.py took longer than 300 s"}
-    out: dict[str, Any] = {"command": " ".join(cmd[1:]), "stdout": done.stdout[-3000:]}
-    if done.returncode != 0:
-        log(f"W2 ingest failed: {done.stderr[-500:]}")
-        out["error"] = done.stderr[-2000:]
-    # Columns by the header line (e.g. `headsets sync sent acked events/s p50 ms p99 ms`).
+    out: dict[str, Any] = {"commands": []}
+    for prefix, mode in INGEST_MODES_FULL if full else INGEST_MODES_QUICK:
+        cmd = [sys.executable, str(script), "--headsets", "300", "--sync", "NORMAL,FULL", *mode]
+        cmd += [] if full else ["--seconds", "3"]
+        out["commands"].append(" ".join(cmd[1:]))
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            out["error"] = f"{' '.join(mode)}: bench/ingest.py took longer than 300 s"
+            continue
+        if done.returncode != 0:
+            log(f"W2 ingest {' '.join(mode)} failed: {done.stderr[-500:]}")
+            out["error"] = done.stderr[-2000:]
+        for key, row in ingest_rows(done.stdout).items():
+            out[prefix + key] = row
+            log(f"W2 {prefix + key}: {row['events_per_s']:.0f} events/s, p99 {row['p99_ms']} ms")
+    return out
+
+
+def ingest_rows(stdout: str) -> dict[str, dict[str, Any]]:
+    """{"normal"|"full": figures} from bench/ingest.py's table."""
+    found: dict[str, dict[str, Any]] = {}
     header: list[str] = []
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         if "events/s" in line:
-            header = line.replace("p50 ms", "p50_ms").replace("p99 ms", "p99_ms").split()
+            for spaced in ("p50 ms", "p99 ms", "srv cpu%", "client cpu%"):
+                line = line.replace(spaced, spaced.replace(" ", "_"))
+            header = line.split()
             continue
         cells = line.split()
         if header and len(cells) == len(header) and cells[1].upper() in ("NORMAL", "FULL"):
             row = dict(zip(header, cells, strict=True))
             with contextlib.suppress(KeyError, ValueError):
-                out[cells[1].lower()] = {
+                found[cells[1].lower()] = {
                     "headsets": int(row["headsets"]),
                     "acked": int(row["acked"]),
                     "events_per_s": float(row["events/s"]),
                     "p50_ms": float(row["p50_ms"]),
                     "p99_ms": float(row["p99_ms"]),
+                    "server_us_per_event": float(row.get("us/event", "nan")),
                 }
-    for key in ("normal", "full"):
-        if key in out:
-            log(f"W2 {key}: {out[key]['events_per_s']:.0f} events/s, p99 {out[key]['p99_ms']} ms")
-    return out
+    return found
 
 
 def machine() -> dict[str, Any]:
