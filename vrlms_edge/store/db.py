@@ -100,7 +100,8 @@ class Database:
     async def dispose(self) -> None:
         loop = asyncio.get_running_loop()
         for lane in (self._raw_writer, self._raw_reader):
-            await loop.run_in_executor(lane.thread, lane.close)
+            if lane.opened:
+                await loop.run_in_executor(lane.thread, lane.close)
             lane.thread.shutdown(wait=False)
         await self.engine.dispose()
         if self.write_engine is not self.engine:
@@ -152,6 +153,10 @@ class _RawLane:
             raise
         conn.execute("COMMIT")
         return result
+
+    @property
+    def opened(self) -> bool:
+        return self._conn is not None
 
     def close(self) -> None:
         if self._conn is not None:
