@@ -6,19 +6,16 @@ from __future__ import annotations
 import msgspec
 from sqlalchemy import and_, select
 
+from vrlms_edge.cloud.results import ResultFilter, from_boxes
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import Box, EventSummary, Lesson, Session, SyncReceipt, User
+from vrlms_edge.store.models import Box, EventSummary, Lesson, Session, User
 
 # Bounds one answer; the page or API asks again with a narrower filter.
 MAX_SUMMARIES = 1000
 
 
-class SummaryFilter(msgspec.Struct, kw_only=True):
-    box_id: str | None = None
-    user_id: str | None = None
-    lesson_id: str | None = None
-    session_id: str | None = None
-    limit: int = 200
+class SummaryFilter(ResultFilter, kw_only=True):
+    """The results filter, under its own name in the API description."""
 
 
 class OrgEventSummary(msgspec.Struct, kw_only=True):
@@ -55,27 +52,13 @@ async def org_event_summaries(db: Database, org_id: str, f: SummaryFilter) -> li
         .join(User, and_(User.id == EventSummary.user_id, User.org_id == org_id))
         .join(Session, and_(Session.id == EventSummary.session_id, Session.org_id == org_id))
         .outerjoin(Lesson, and_(Lesson.id == EventSummary.lesson_id, Lesson.org_id == org_id))
-        .outerjoin(
-            SyncReceipt,
-            and_(
-                SyncReceipt.org_id == EventSummary.org_id,
-                SyncReceipt.entity == "event_summaries",
-                SyncReceipt.entity_id == EventSummary.id,
-            ),
-        )
-        .outerjoin(Box, Box.id == SyncReceipt.box_id)
+    )
+    stmt = (
+        from_boxes(stmt, EventSummary, "event_summaries", f)
         .where(EventSummary.org_id == org_id, EventSummary.deleted_at.is_(None))
         .order_by(EventSummary.last_event_ms.desc(), EventSummary.id)
         .limit(limit)
     )
-    if f.box_id:
-        stmt = stmt.where(SyncReceipt.box_id == f.box_id)
-    if f.user_id:
-        stmt = stmt.where(EventSummary.user_id == f.user_id)
-    if f.lesson_id:
-        stmt = stmt.where(EventSummary.lesson_id == f.lesson_id)
-    if f.session_id:
-        stmt = stmt.where(EventSummary.session_id == f.session_id)
     async with db.read() as s:
         rows = (await s.execute(stmt)).all()
     return [

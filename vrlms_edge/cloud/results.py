@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import msgspec
-from sqlalchemy import and_, select
+from sqlalchemy import Select, and_, select
 
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import Box, Lesson, Result, SyncReceipt, User
+from vrlms_edge.store.models import Box, EventSummary, Lesson, Result, SyncReceipt, User
+
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 # Bounds one answer; the page or API asks again with a narrower filter.
 MAX_RESULTS = 1000
@@ -36,33 +40,43 @@ class OrgResult(msgspec.Struct, kw_only=True):
     box_name: str | None
 
 
+def from_boxes(
+    stmt: S, model: type[Result] | type[EventSummary], entity: str, f: ResultFilter
+) -> S:
+    """`stmt` over `model` rows, joined to the box that pushed each one (its sync receipt)
+    and narrowed by the filter every org-wide list shares."""
+    stmt = stmt.outerjoin(
+        SyncReceipt,
+        and_(
+            SyncReceipt.org_id == model.org_id,
+            SyncReceipt.entity == entity,
+            SyncReceipt.entity_id == model.id,
+        ),
+    ).outerjoin(Box, Box.id == SyncReceipt.box_id)
+    if f.box_id:
+        stmt = stmt.where(SyncReceipt.box_id == f.box_id)
+    if f.user_id:
+        stmt = stmt.where(model.user_id == f.user_id)
+    if f.lesson_id:
+        stmt = stmt.where(model.lesson_id == f.lesson_id)
+    if f.session_id:
+        stmt = stmt.where(model.session_id == f.session_id)
+    return stmt
+
+
 async def org_results(db: Database, org_id: str, f: ResultFilter) -> list[OrgResult]:
     limit = max(1, min(f.limit, MAX_RESULTS))
     stmt = (
         select(Result, User.nickname, Lesson.title, Box.id, Box.name)
         .join(User, User.id == Result.user_id)
         .join(Lesson, Lesson.id == Result.lesson_id)
-        .outerjoin(
-            SyncReceipt,
-            and_(
-                SyncReceipt.org_id == Result.org_id,
-                SyncReceipt.entity == "results",
-                SyncReceipt.entity_id == Result.id,
-            ),
-        )
-        .outerjoin(Box, Box.id == SyncReceipt.box_id)
+    )
+    stmt = (
+        from_boxes(stmt, Result, "results", f)
         .where(Result.org_id == org_id, Result.deleted_at.is_(None))
         .order_by(Result.updated_at.desc(), Result.id)
         .limit(limit)
     )
-    if f.box_id:
-        stmt = stmt.where(SyncReceipt.box_id == f.box_id)
-    if f.user_id:
-        stmt = stmt.where(Result.user_id == f.user_id)
-    if f.lesson_id:
-        stmt = stmt.where(Result.lesson_id == f.lesson_id)
-    if f.session_id:
-        stmt = stmt.where(Result.session_id == f.session_id)
     async with db.read() as s:
         rows = (await s.execute(stmt)).all()
     return [
