@@ -111,7 +111,9 @@ def main() -> None:
 
     async def serve() -> None:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        # The box's accept queue (vrlms_edge/commands/serve.py LISTEN_BACKLOG): W5's 300
+        # simultaneous reconnects overflow aiohttp's default of 128.
+        site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(f"listening on http://127.0.0.1:{port}", flush=True)

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # Connections get this long to finish when the box is told to stop.
 SHUTDOWN_GRACE_S: Final = 3.0
+# Pending connections the kernel queues for accept(): a whole school's headsets reconnect at
+# once after a Wi-Fi outage, and aiohttp's default of 128 dropped the rest of the burst (each
+# dropped SYN costs that headset a 1 s retransmit). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG: Final = 1024
 
 
 def register(sub: Any) -> None:
@@ -71,6 +75,7 @@ async def serve(settings: Settings) -> None:
             settings.port,
             reuse_address=True,
             ssl_context=tls.context if tls else None,
+            backlog=LISTEN_BACKLOG,
         )
         await site.start()
         url = listening_urls(runner, "https" if tls else "http")[0]
