@@ -67,6 +67,11 @@ from vrlms_edge.store.models import (
     new_id,
 )
 
+try:
+    from bench import wsclient
+except ModuleNotFoundError:  # run as a script (bench/ingest.py): its own folder is on sys.path
+    import wsclient  # type: ignore[no-redef,import-not-found]
+
 # After the sending phase, acks of the last events still in flight are awaited this long.
 DRAIN_S: Final = 10.0
 # Every this many events, one is a `progress` event (it updates a Result row in the batch).
@@ -207,7 +212,6 @@ class Start:
 
 
 async def ws_headset(
-    http: aiohttp.ClientSession,
     url: str,
     token: str,
     stream: str,
@@ -219,44 +223,45 @@ async def ws_headset(
     latencies: list[float] = []
     acked = 0
     last_ack = 0.0
-    async with http.ws_connect(f"{url}/websocket/?token={token}", max_msg_size=0) as ws:
-        await ws.receive()  # welcome
-        await start.connected()
+    welcomed = asyncio.get_running_loop().create_future()
 
-        async def read() -> None:
-            nonlocal acked, last_ack
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    return
-                if '"event_ack"' not in msg.data:
-                    continue
-                seq = int(msg.data.rsplit('"seq":', 1)[1].rstrip("}"))
-                now = time.monotonic()
-                for n in range(acked + 1, seq + 1):
-                    latencies.append(now - sent_at[n])
-                acked = max(acked, seq)
-                last_ack = now
+    def on_text(data: bytes, now: float) -> None:
+        nonlocal acked, last_ack
+        if not welcomed.done():
+            welcomed.set_result(None)
+            return
+        if b'"event_ack"' not in data:
+            return
+        seq = int(data.rsplit(b'"seq":', 1)[1].rstrip(b"}"))
+        for n in range(acked + 1, seq + 1):
+            latencies.append(now - sent_at[n])
+        acked = max(acked, seq)
+        last_ack = now
 
-        reader = asyncio.create_task(read())
-        first = time.monotonic()
-        seq = 0
-        per_tick = args.rate * TICK_S
-        due = 0.0
-        t_ms = int(time.time() * 1000)
-        while time.monotonic() - first < args.seconds and not reader.done():
-            due += per_tick
-            while seq < int(due):
-                seq += 1
-                sent_at.append(time.monotonic())
-                await ws.send_str(_event_text(stream, seq, t_ms, lesson_id))
-            t_ms += int(TICK_S * 1000)
-            await asyncio.sleep(max(0.0, first + (due / args.rate) - time.monotonic()))
-        deadline = time.monotonic() + DRAIN_S
-        while acked < seq and time.monotonic() < deadline and not reader.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        reader.cancel()
-        if ws.close_code is not None:
-            print(f"{stream}: closed {ws.close_code} after {seq} sent, {acked} acked", flush=True)
+    ws_url = url.replace("http://", "ws://", 1)
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        ws = await wsclient.connect(f"{ws_url}/websocket/?token={token}", on_text)
+        await asyncio.wait((welcomed, ws.closed), return_when=asyncio.FIRST_COMPLETED)
+    await start.connected()
+    first = time.monotonic()
+    seq = 0
+    per_tick = args.rate * TICK_S
+    due = 0.0
+    t_ms = int(time.time() * 1000)
+    while time.monotonic() - first < args.seconds and ws.open:
+        due += per_tick
+        while seq < int(due):
+            seq += 1
+            sent_at.append(time.monotonic())
+            ws.send_text(_event_text(stream, seq, t_ms, lesson_id))
+        t_ms += int(TICK_S * 1000)
+        await asyncio.sleep(max(0.0, first + (due / args.rate) - time.monotonic()))
+    deadline = time.monotonic() + DRAIN_S
+    while acked < seq and time.monotonic() < deadline and ws.open:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if ws.closed.done():
+        print(f"{stream}: closed {ws.closed.result()} after {seq} sent, {acked} acked", flush=True)
+    ws.close()
     return Outcome(sent=seq, acked=acked, latencies=latencies, first_send=first, last_ack=last_ack)
 
 
@@ -303,10 +308,7 @@ async def _worker(
     async with aiohttp.ClientSession(connector=connector) as http:
         if args.mode == "ws":
             start = Start(len(jobs), barrier, args.settle)
-            runs = [
-                ws_headset(http, url, tok, stream, lesson_id, args, start)
-                for tok, _, stream in jobs
-            ]
+            runs = [ws_headset(url, tok, stream, lesson_id, args, start) for tok, _, stream in jobs]
         else:
             runs = [
                 rest_headset(http, url, tok, dev, stream, lesson_id, args)

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import msgspec
 
+from bench import wsclient
+
 CONNECT_PARALLEL = 50  # connects in flight per worker (W1..W4): a class powering on
 CONNECT_TIMEOUT_S = 20.0
 DRAIN_TIMEOUT_S = 10.0  # after the last command, how long deliveries may still arrive
@@ -50,6 +52,29 @@ TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _decode = msgspec.json.Decoder().decode
+
+
+class Anchor(msgspec.Struct):
+    anchor_position_ms: float = -1
+
+
+class Frame(msgspec.Struct):
+    """The fields a headset reads from any server frame; the rest is skipped unparsed, which
+    keeps the generator's own cost per delivery (it shares the cores with the server) low."""
+
+    type: str = ""
+    anchor_position_ms: float = -1
+    status: str | None = None
+    rev: int = 0
+    anchor_server_ms: float = 0
+    session: Anchor | None = None
+    id: int | str | None = None
+    t0: float = 0
+    t1: float = 0
+    t2: float = 0
+
+
+_decode_frame = msgspec.json.Decoder(Frame).decode
 
 
 # ---------------------------------------------------------------- /proc readings
@@ -97,8 +122,8 @@ class Headset:
     def __init__(self, index: int, url: str) -> None:
         self.index = index
         self.url = url
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.reader: asyncio.Task[None] | None = None
+        self.ws: wsclient.WsClient | None = None
+        self.welcomed: asyncio.Future[None] | None = None
         self.pending_time: dict[int, asyncio.Future[tuple[float, float, float, float]]] = {}
         self.offset_ms = 0.0  # server ms - local wall ms, from `time` exchanges
         self.seq = 0
@@ -109,9 +134,8 @@ class Worker:
     def __init__(self, conn: Connection, start_index: int, urls: list[str]) -> None:
         self.conn = conn
         self.headsets = [Headset(start_index + i, u) for i, u in enumerate(urls)]
-        self.session: aiohttp.ClientSession | None = None
         self.receipts: list[tuple[int, int, float]] = []  # (headset, key, monotonic)
-        self.starts: list[tuple[int, int, int, float, float]] = []  # W6 play receipts
+        self.starts: list[tuple[int, int, float, float, float]] = []  # W6 play receipts
         self.count_from = 0
         self.count_to = -1
         self.counted = 0
@@ -128,29 +152,31 @@ class Worker:
     # -- connections
 
     async def open(self, hs: Headset) -> bool:
-        assert self.session is not None
+        """Connected = admitted: the server has sent its `welcome` (the box accepts the upgrade
+        first and checks the token after, as PROTOCOL.md requires)."""
+        hs.welcomed = asyncio.get_running_loop().create_future()
         try:
-            hs.ws = await self.session.ws_connect(
-                hs.url, timeout=aiohttp.ClientWSTimeout(ws_close=5.0), max_msg_size=1 << 22
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                hs.ws = await wsclient.connect(
+                    hs.url, lambda data, now: self.on_frame(hs, data, now)
+                )
+            await asyncio.wait(
+                (hs.welcomed, hs.ws.closed),
+                timeout=CONNECT_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            # Connected = admitted: the server has sent its `welcome` (the box accepts the
-            # upgrade first and checks the token after, as PROTOCOL.md requires).
-            first = await hs.ws.receive(timeout=CONNECT_TIMEOUT_S)
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except (TimeoutError, OSError):
             hs.ws = None
             return False
-        if first.type != aiohttp.WSMsgType.TEXT or _decode(first.data).get("type") != "welcome":
-            self.refused[str(hs.ws.close_code)] = self.refused.get(str(hs.ws.close_code), 0) + 1
-            await hs.ws.close()
+        if not hs.welcomed.done():
+            code = str(hs.ws.closed.result()) if hs.ws.closed.done() else "timeout"
+            self.refused[code] = self.refused.get(code, 0) + 1
+            hs.ws.close()
             hs.ws = None
             return False
-        session = _decode(first.data).get("session") or {}
-        self.storm_check(hs, session.get("anchor_position_ms", -1), time.monotonic())
-        hs.reader = asyncio.create_task(self.read(hs, hs.ws))
         return True
 
     async def connect_all(self, parallel: int | None) -> tuple[int, int]:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         gate = asyncio.Semaphore(parallel or len(self.headsets) or 1)
 
         async def one(hs: Headset) -> bool:
@@ -163,45 +189,38 @@ class Worker:
         ok = sum(done)
         return ok, len(done) - ok
 
-    async def read(self, hs: Headset, ws: aiohttp.ClientWebSocketResponse) -> None:
-        receipts, starts = self.receipts, self.starts
+    def on_frame(self, hs: Headset, data: bytes, now: float) -> None:
+        """One text frame at a headset; `now` is when its bytes reached this process."""
         try:
-            async for msg in ws:
-                now = time.monotonic()
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                frame = _decode(msg.data)
-                kind = frame.get("type")
-                if kind == "state":
-                    key = frame.get("anchor_position_ms", -1)
-                    receipts.append((hs.index, key, now))
-                    if self.count_from <= key <= self.count_to:
-                        self.counted += 1
-                    if frame.get("status") == "playing":
-                        starts.append(
-                            (
-                                hs.index,
-                                frame["rev"],
-                                frame["anchor_server_ms"],
-                                time.time() * 1000,
-                                hs.offset_ms,
-                            )
-                        )
-                    self.storm_check(hs, key, now)
-                elif kind == "welcome":
-                    session = frame.get("session") or {}
-                    self.storm_check(hs, session.get("anchor_position_ms", -1), now)
-                elif kind == "time":
-                    fut = hs.pending_time.pop(frame.get("id", -1), None)
-                    if fut is not None and not fut.done():
-                        t3 = time.time() * 1000
-                        fut.set_result((frame["t0"], frame["t1"], frame["t2"], t3))
-                elif kind == "event_ack":
-                    self.acks += 1
-                elif kind == "error":
-                    self.errors += 1
-        except (aiohttp.ClientError, OSError, asyncio.CancelledError, ValueError):
-            pass
+            frame = _decode_frame(data)
+        except msgspec.DecodeError:  # ValidationError included
+            self.errors += 1
+            return
+        kind = frame.type
+        if kind == "state":
+            key = int(frame.anchor_position_ms)
+            self.receipts.append((hs.index, key, now))
+            if self.count_from <= key <= self.count_to:
+                self.counted += 1
+            if frame.status == "playing":
+                wall = time.time() * 1000
+                self.starts.append(
+                    (hs.index, frame.rev, frame.anchor_server_ms, wall, hs.offset_ms)
+                )
+            self.storm_check(hs, key, now)
+        elif kind == "welcome":
+            anchor = frame.session.anchor_position_ms if frame.session is not None else -1
+            self.storm_check(hs, int(anchor), now)
+            if hs.welcomed is not None and not hs.welcomed.done():
+                hs.welcomed.set_result(None)
+        elif kind == "time":
+            fut = hs.pending_time.pop(frame.id, None) if isinstance(frame.id, int) else None
+            if fut is not None and not fut.done():
+                fut.set_result((frame.t0, frame.t1, frame.t2, time.time() * 1000))
+        elif kind == "event_ack":
+            self.acks += 1
+        elif kind == "error":
+            self.errors += 1
 
     def storm_check(self, hs: Headset, key: int, now: float) -> None:
         if self.storm_key is not None and key >= self.storm_key and hs.index not in self.storm_done:
@@ -211,11 +230,9 @@ class Worker:
 
     async def close_all(self) -> None:
         for hs in self.headsets:
-            if hs.reader is not None:
-                hs.reader.cancel()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+            if hs.ws is not None:
+                hs.ws.close()
+        await asyncio.sleep(0.1)  # let the close frames go out
 
     # -- behaviours
 
@@ -229,11 +246,12 @@ class Worker:
         for i in range(samples_n):
             fut: asyncio.Future[tuple[float, float, float, float]] = loop.create_future()
             hs.pending_time[i] = fut
+            frame = {"type": "time", "id": i, "t0": time.time() * 1000}
+            if not hs.ws.send_text(json.dumps(frame)):
+                return
             try:
-                frame = {"type": "time", "id": i, "t0": time.time() * 1000}
-                await hs.ws.send_str(json.dumps(frame))
                 t0, t1, t2, t3 = await asyncio.wait_for(fut, 2.0)
-            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
+            except TimeoutError:
                 continue
             samples.append((t1 - t0, t2 - t3))  # offset + up delay, offset - down delay
             await asyncio.sleep(spacing_s)
@@ -248,7 +266,7 @@ class Worker:
         """status 10 Hz + gaze events 20 Hz, as a headset in a lesson sends them."""
         tick = 0
         next_at = time.monotonic()
-        while hs.ws is not None and not hs.ws.closed and time.monotonic() < until:
+        while hs.ws is not None and hs.ws.open and time.monotonic() < until:
             hs.seq += 1
             event = {
                 "type": "event",
@@ -259,22 +277,21 @@ class Worker:
                 "lesson_id": None,
                 "data": {"x": random.random(), "y": random.random(), "z": 1.0},
             }
-            try:
-                await hs.ws.send_str(json.dumps(event))
-                self.chatter_sent += 1
-                if tick % 2 == 0:
-                    status = {
-                        "type": "status",
-                        "battery": 0.8,
-                        "app": "com.example.lesson",
-                        "playing": True,
-                        "position_ms": tick * 50,
-                        "view": {"yaw": random.random()},
-                    }
-                    await hs.ws.send_str(json.dumps(status))
-                    self.chatter_sent += 1
-            except (aiohttp.ClientError, OSError, ConnectionError):
+            if not hs.ws.send_text(json.dumps(event)):
                 return
+            self.chatter_sent += 1
+            if tick % 2 == 0:
+                status = {
+                    "type": "status",
+                    "battery": 0.8,
+                    "app": "com.example.lesson",
+                    "playing": True,
+                    "position_ms": tick * 50,
+                    "view": {"yaw": random.random()},
+                }
+                if not hs.ws.send_text(json.dumps(status)):
+                    return
+                self.chatter_sent += 1
             tick += 1
             next_at += 0.05
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -282,12 +299,10 @@ class Worker:
     async def storm(self, key: int) -> dict[str, Any]:
         """Drop every connection at once (TCP closed, no close frame) and reconnect at once."""
         self.storm_key, self.storm_done = key, {}
-        for hs in self.headsets:
-            if hs.reader is not None:
-                hs.reader.cancel()
         t_drop = time.monotonic()
-        if self.session is not None:
-            await self.session.close()
+        for hs in self.headsets:
+            if hs.ws is not None:
+                hs.ws.drop()
         self.storm_all = asyncio.Event()
         ok, failed = await self.connect_all(parallel=None)
         self.storm_expected = ok
@@ -323,7 +338,7 @@ class Worker:
                         "acks": self.acks,
                         "errors": self.errors,
                         "chatter_sent": self.chatter_sent,
-                        "open": sum(1 for h in self.headsets if h.ws and not h.ws.closed),
+                        "open": sum(1 for h in self.headsets if h.ws is not None and h.ws.open),
                     }
                 )
                 self.receipts.clear()  # readers hold these lists: empty in place
@@ -432,6 +447,7 @@ class Coordinator:
         self.next_key = random.randrange(1, 40) * 1_000_000
         self.sent: dict[int, float] = {}
         self.headset_indexes: list[int] = []
+        self.latencies: list[float] = []  # the last train's, for workloads pooling trains
 
     async def ask(self, req: dict[str, Any]) -> list[Any]:
         for p in self.pipes:
@@ -583,6 +599,7 @@ class Coordinator:
         missing = expected - len(lat)
         lost = sum(last - newest.get(hs, first - 1) for hs in self.headset_indexes)
         cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 3) for k in cpu1}
+        self.latencies = lat
         span = max(t_last_recv, t_last_send) - t0
         return {
             "commands": last - first + 1,
@@ -642,7 +659,28 @@ async def w3(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 async def w4(co: Coordinator, opts: dict[str, Any], stalled_url: str) -> dict[str, Any]:
-    sock, t_stall = await open_stalled(stalled_url)
+    """Paired trains on the same connections: a baseline train, then one while an extra
+    headset has stopped reading, `pairs` times; the others' latencies are pooled per kind, so
+    the comparison is thousands of deliveries against thousands in the same run (not one p99
+    of a few dozen commands against another run's). The last stalled headset stays until the
+    server cuts it off (or `cutoff_wait_s` after the last train)."""
+    count, rate = opts.get("commands", 40), opts.get("rate", 20.0)
+    pairs = max(1, opts.get("pairs", 3))
+    baseline: list[float] = []
+    stalled: list[float] = []
+    lost = 0
+    sock: socket.socket | None = None
+    t_stall = 0.0
+    for _ in range(pairs):
+        if sock is not None:
+            sock.close()
+            await asyncio.sleep(0.3)  # the server's bookkeeping of that disconnect
+        lost += (await co.fanout(count, rate))["lost"]
+        baseline += co.latencies
+        sock, t_stall = await open_stalled(stalled_url)
+        lost += (await co.fanout(count, rate))["lost"]
+        stalled += co.latencies
+    assert sock is not None
     cut: float | None = None
 
     async def watch() -> None:
@@ -654,13 +692,22 @@ async def w4(co: Coordinator, opts: dict[str, Any], stalled_url: str) -> dict[st
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch())
-    result = await co.fanout(opts.get("commands", 100), opts.get("rate", 20.0))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(watcher, opts.get("cutoff_wait_s", 5.0))
     watcher.cancel()
     sock.close()
-    result["stalled_cut_off_after_s"] = round(cut, 2) if cut is not None else None
-    return result
+    return {
+        "pairs": pairs,
+        "commands_per_train": count,
+        "deliveries": len(stalled),
+        "baseline_deliveries": len(baseline),
+        "lost": lost,
+        "p50_ms": round(pctl(stalled, 50), 2),
+        "p99_ms": round(pctl(stalled, 99), 2),
+        "baseline_p50_ms": round(pctl(baseline, 50), 2),
+        "baseline_p99_ms": round(pctl(baseline, 99), 2),
+        "stalled_cut_off_after_s": round(cut, 2) if cut is not None else None,
+    }
 
 
 async def w5(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:

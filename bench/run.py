@@ -275,7 +275,8 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "capacity_rates": [5, 10, 20, 40, 80, 160] if full else [5, 10, 20, 40, 80],
         "capacity_step_s": 2.0 if full else 1.0,
         "w3_commands": 60 if full else 30,
-        "w4_commands": 100 if full else 40,
+        "w4_commands": 50 if full else 20,  # per train
+        "w4_pairs": 5 if full else 3,  # baseline + stalled trains
         "w5_n": 300,
         "w6_n": 30,
         "w6_trials": 10 if full else 2,
@@ -344,10 +345,15 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
                 30,
                 1,
                 commands=p["w4_commands"],
+                pairs=p["w4_pairs"],
                 rate=p["rate"],
                 cutoff_wait_s=cutoff_wait,
             )
-            log(f"{name} W4: p99 {out['w4']['p99_ms']} cut {out['w4']['stalled_cut_off_after_s']}")
+            w4 = out["w4"]
+            log(
+                f"{name} W4: p99 {w4['p99_ms']} vs {w4['baseline_p99_ms']} ms, "
+                f"cut {w4['stalled_cut_off_after_s']}"
+            )
             out.setdefault("settle_s", []).append(settle(target))
             out["w6"] = loadgen.run_workload(target, "w6", p["w6_n"], 1, trials=p["w6_trials"])
             with delay_proxy(target["port"]) as proxy_port:
