@@ -112,6 +112,11 @@ class Room:
     states: dict[str, SessionState] = field(default_factory=dict)
     # Open attendance rows: (session_id, connection id) -> Attendance.id
     attendance: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Bumped when `students` changes. A broadcast walks every student for attendance only
+    # when this or the session's live/stopped category moved since its last walk: a train of
+    # seeks to 1000 headsets would otherwise walk them all per command for nothing.
+    students_version: int = 0
+    attendance_walked: dict[str, tuple[int, bool, bool]] = field(default_factory=dict)
     dirty: bool = False
     last_picture: float = float("-inf")
 
@@ -284,6 +289,7 @@ class Hub:
                 )
             if is_student:
                 room.students.add(conn)
+                room.students_version += 1
                 student = room.roster.setdefault(
                     conn.principal.user_id,
                     StudentEntry(
@@ -329,6 +335,7 @@ class Hub:
             room.teachers.discard(conn)
             if conn in room.students:
                 room.students.discard(conn)
+                room.students_version += 1
                 student = room.roster.get(conn.principal.user_id)
                 if student is not None and student.conn is conn:
                     student.conn = None
@@ -346,14 +353,19 @@ class Hub:
         log_ = self.attendance
         if log_ is None:
             return
-        targets = [only] if only is not None else list(room.students)
-        for conn in targets:
+        live, stopped = state.status in LIVE_STATUSES, state.status == "stopped"
+        if only is None:
+            walk = (room.students_version, live, stopped)
+            if room.attendance_walked.get(state.session_id) == walk:
+                return  # the same students, the same category: this walk would change nothing
+            room.attendance_walked[state.session_id] = walk
+        for conn in [only] if only is not None else list(room.students):
             key = (state.session_id, conn.id)
-            if state.status in LIVE_STATUSES and key not in room.attendance:
+            if live and key not in room.attendance:
                 room.attendance[key] = log_.join(
                     room.org_id, state.session_id, conn.principal.user_id, conn.device_pk
                 )
-            elif state.status == "stopped" and key in room.attendance:
+            elif stopped and key in room.attendance:
                 log_.leave(room.attendance.pop(key))
 
     # --- what headsets report ---------------------------------------------------------------
