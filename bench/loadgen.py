@@ -238,23 +238,24 @@ class Worker:
 
     async def sync_clock(self, hs: Headset, samples_n: int, spacing_s: float) -> None:
         """Clock offset to the server from `time` exchanges, as a headset app keeps estimating
-        it: the midpoint between the lowest-delay bound of each direction."""
+        it: the midpoint between the lowest-delay bound of each direction. Requests go out
+        every `spacing_s` without waiting for answers (each answer carries its own t0..t3),
+        so a sample's round trip through the jitter proxy does not stretch the schedule."""
         if hs.ws is None:
             return
         loop = asyncio.get_running_loop()
-        samples: list[tuple[float, float]] = []
+        replies: list[asyncio.Future[tuple[float, float, float, float]]] = []
         for i in range(samples_n):
             fut: asyncio.Future[tuple[float, float, float, float]] = loop.create_future()
             hs.pending_time[i] = fut
-            frame = {"type": "time", "id": i, "t0": time.time() * 1000}
-            if not hs.ws.send_text(json.dumps(frame)):
-                return
-            try:
-                t0, t1, t2, t3 = await asyncio.wait_for(fut, 2.0)
-            except TimeoutError:
-                continue
-            samples.append((t1 - t0, t2 - t3))  # offset + up delay, offset - down delay
+            if not hs.ws.send_text(json.dumps({"type": "time", "id": i, "t0": time.time() * 1000})):
+                break
+            replies.append(fut)
             await asyncio.sleep(spacing_s)
+        done, _ = await asyncio.wait(replies, timeout=2.0) if replies else (set(), set())
+        hs.pending_time.clear()
+        # (t1 - t0, t2 - t3): offset + up delay, offset - down delay
+        samples = [(t1 - t0, t2 - t3) for t0, t1, t2, t3 in (f.result() for f in done)]
         if samples:
             # Each direction filtered on its own: the smallest up delay and the smallest down
             # delay seen (the floor of each path) need not come from the same exchange.
