@@ -249,6 +249,39 @@ async def test_logout_revokes_and_throttle_rows_are_cleared(box: RunningBox) -> 
     assert rows == [] and len(orgs) == 1
 
 
+async def test_throttle_rows_that_count_no_more_are_pruned(box: RunningBox) -> None:
+    """Stale rows go; rows inside a window or still locked stay."""
+    db = box.app[DB]
+    await make_org(db)
+    t = now0(box)
+    for nickname in ("student0", "ghost1", "ghost2"):  # a real account and two typos
+        await refused(box, nickname, at=t, pin="0000")
+    for _ in range(5):  # locked until t + 30 s
+        await refused(box, "student1", at=t, pin="0000")
+    # A lock that outlives the reset age (a long back-off policy).
+    long_lock = dataclasses.replace(
+        POLICY, lockout_base_s=2 * POLICY.lockout_reset_s, lockout_max_s=2 * POLICY.lockout_reset_s
+    )
+    for _ in range(5):
+        await refused(box, "student2", at=t, policy=long_lock, pin="0000")
+
+    async def left() -> set[tuple[str, str]]:
+        async with db.read() as s:
+            rows = (await s.scalars(select(LoginThrottle))).all()
+        return {(row.scope, row.key.rsplit(":", 1)[-1]) for row in rows}
+
+    assert await auth.prune_login_throttles(db, POLICY, t) == 0  # nothing is stale yet
+    later = t + timedelta(seconds=POLICY.lockout_reset_s + 1)
+    # student0 fails again shortly before the pass: its row and the address's are fresh.
+    await refused(box, "student0", at=later - timedelta(seconds=10), pin="0000")
+    assert await auth.prune_login_throttles(db, POLICY, later) == 3
+    assert await left() == {
+        ("account", "student0"),
+        ("account", "student2"),
+        ("address", "10.0.0.1"),
+    }
+
+
 async def test_after_a_lock_runs_out_one_guess_at_a_time(box: RunningBox) -> None:
     await make_org(box.app[DB])
     t = now0(box)

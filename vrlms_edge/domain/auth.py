@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Final
 
 import msgspec
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from vrlms_edge.config import Settings
 from vrlms_edge.domain import devices
@@ -266,6 +266,21 @@ async def _clear_account(db: Database, key: str) -> None:
         await s.execute(
             delete(LoginThrottle).where(LoginThrottle.scope == ACCOUNT, LoginThrottle.key == key)
         )
+
+
+async def prune_login_throttles(db: Database, policy: LoginPolicy, now: datetime) -> int:
+    """Delete throttle rows that count for nothing any more: untouched for longer than both
+    the lockout reset and the address window, and not locked. Without this, every mistyped
+    nickname and every client address would keep its row for the life of the box."""
+    idle_since = now - timedelta(seconds=max(policy.lockout_reset_s, policy.address_window_s))
+    async with db.write() as s:
+        result = await s.execute(
+            delete(LoginThrottle).where(
+                LoginThrottle.updated_at < idle_since,
+                or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now),
+            )
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def clear_lockout(db: Database, org_id: str, nickname: str) -> None:

@@ -1,7 +1,7 @@
 """Starts and stops the tracking parts of the box: the event batch writer, the live view and
 the retention pruner (one cleanup context, after the database's), and plugs them into the
 WebSocket's frame sinks (live/sinks.py): `event` -> ingest, `status` and binary frames ->
-the live view."""
+the live view. The retention pass also forgets login throttle rows that count no more."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Final
 
 from aiohttp import web
 
+from vrlms_edge.domain.auth import LoginPolicy, prune_login_throttles
 from vrlms_edge.domain.events import PRUNE_SLICE, prunable_before_ms, prune_slice
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB, FRAME_SINKS, HUB, INGEST, LIVEVIEW, SETTINGS
@@ -53,9 +54,11 @@ async def prune_old_events(app: web.Application) -> int:
 
 async def _retention_loop(app: web.Application) -> None:
     await asyncio.sleep(RETENTION_FIRST_S)
+    policy = LoginPolicy.from_settings(app[SETTINGS])
     while True:
         try:
             await prune_old_events(app)
+            await prune_login_throttles(app[DB], policy, app[CLOCK].now())
         except Exception:
             log.exception("retention pass failed; next pass in %.0f s", RETENTION_EVERY_S)
         await asyncio.sleep(RETENTION_EVERY_S)
