@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -25,6 +26,11 @@ SHUTDOWN_GRACE_S: Final = 3.0
 # once after a Wi-Fi outage, and aiohttp's default of 128 dropped the rest of the burst (each
 # dropped SYN costs that headset a 1 s retransmit). The kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG: Final = 1024
+# Allocations between two youngest-generation garbage collections (Python's default: 700).
+# Under ingest each queued event is a few container objects that live until its batch is
+# written (up to the queue's 20,000 events): at 700 every pass re-traversed that backlog, and
+# the collector took 13 % of the box's CPU at 20k events/s.
+GC_GEN0_THRESHOLD: Final = 50_000
 
 
 def register(sub: Any) -> None:
@@ -46,6 +52,17 @@ def listening_urls(runner: web.AppRunner, scheme: str = "http") -> list[str]:
                 host = f"[{host}]"
             urls.append(f"{scheme}://{host}:{port}")
     return urls
+
+
+def settle_heap() -> None:
+    """Once started: the objects made so far (modules, models, the app) live as long as the
+    process, so they move out of the collector's sight (`gc.freeze`), and young objects are
+    collected less often (GC_GEN0_THRESHOLD). Full collections then traverse only what was
+    made since, instead of the whole SQLAlchemy and aiohttp heap each time."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 async def serve(settings: Settings) -> None:
@@ -79,6 +96,7 @@ async def serve(settings: Settings) -> None:
         )
         await site.start()
         url = listening_urls(runner, "https" if tls else "http")[0]
+        settle_heap()
         print(f"listening on {url}", flush=True)
         extending.cancel()
         notify("READY=1", f"STATUS=listening on {url}")
