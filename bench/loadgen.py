@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ import random
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -365,7 +367,22 @@ class Worker:
 
 
 def worker_main(conn: Connection, start_index: int, urls: list[str]) -> None:
-    asyncio.run(Worker(conn, start_index, urls).run())
+    with collector_paused():
+        asyncio.run(Worker(conn, start_index, urls).run())
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a workload runs: a pass over the growing receipt
+    lists would stall a generator process for milliseconds, and that stall would be read as
+    the server's latency. What a run leaves is collected after it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 # ---------------------------------------------------------------- the stalled headset (W4)
@@ -814,7 +831,8 @@ def run_workload(
     target: dict[str, Any], workload: str, n: int, procs: int = 1, **opts: Any
 ) -> dict[str, Any]:
     """Run one workload against a running target; the caller's process is the coordinator."""
-    return asyncio.run(run_workload_async(target, workload, n, procs, opts))
+    with collector_paused():
+        return asyncio.run(run_workload_async(target, workload, n, procs, opts))
 
 
 def main() -> None:
