@@ -280,8 +280,8 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "w5_n": 300,
         "w6_n": 30,
         "w6_trials": 10 if full else 2,
-        # Quick mode trims the redis peer to two sizes: its shape matches InMemory's.
-        "sizes_by_target": {} if full else {"peer-redis": [30, 300]},
+        # Quick mode trims the redis peer to one size: its shape matches InMemory's.
+        "sizes_by_target": {} if full else {"peer-redis": [300]},
         # Workloads beyond W1 per target in quick mode: ours and the peer as most deploy it.
         "extras": TARGETS if full else ("box", "peer-memory"),
         # W5 also on the floor in quick mode: what reconnecting costs the generator alone.
