@@ -56,13 +56,6 @@ MAX_IN_FLIGHT: Final = 500
 MAX_BATCH_EVENTS: Final = 5000
 
 
-def _empty_data() -> msgspec.Raw:
-    return msgspec.Raw(b"{}")
-
-
-_encoder: Final = msgspec.json.Encoder()
-
-
 class EventItem(msgspec.Struct, kw_only=True):
     """One event of a REST upload (the `event` message without `stream`)."""
 
@@ -70,8 +63,7 @@ class EventItem(msgspec.Struct, kw_only=True):
     kind: protocol.KindName
     t_ms: protocol.TimeMs
     lesson_id: protocol.LessonId | None = None
-    # A factory, not a shared default: a Raw default cannot appear in the JSON schema.
-    data: msgspec.Raw = msgspec.field(default_factory=_empty_data)
+    data: protocol.EventData = msgspec.field(default_factory=protocol.empty_object)
 
 
 class EventUpload(msgspec.Struct, kw_only=True):
@@ -295,9 +287,7 @@ class EventIngest:
 
     def new_event(self, origin: Origin, msg: Event | EventItem, stream: str) -> NewEvent:
         """Check one event and turn it into what the writer stores (raises AppError)."""
-        raw = msg.data
-        blob = bytes(raw) if isinstance(raw, msgspec.Raw) else _encoder.encode(raw)
-        data = event_data(blob, "$.data")
+        data = event_data(bytes(msg.data), "$.data")
         return NewEvent(
             org_id=origin.org_id,
             device_pk=origin.device_pk,
