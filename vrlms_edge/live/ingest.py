@@ -391,20 +391,7 @@ class EventIngest:
             )
         self.batches_total += 1
         self.stored_total += len(stored.fresh)
-        heads = stored.heads
-        refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
-        for sink, count, chunks in _by_sink(batch):
-            acks: dict[str, int] = {}
-            rejected: list[tuple[str, int]] = []
-            for chunk in chunks:
-                for device_pk, stream in {(e.device_pk, e.stream) for e in chunk}:
-                    acks[stream] = heads[(device_pk, stream)].acked
-                if refused:
-                    rejected.extend(
-                        (e.stream, e.seq)
-                        for e in chunk
-                        if (e.device_pk, e.stream, e.seq) in refused
-                    )
+        for sink, count, acks, rejected in _settlements(batch, stored):
             try:
                 sink.settled(acks, count, rejected)
             except Exception:  # one broken connection must not stop the others' acks
@@ -431,3 +418,28 @@ def _by_sink(batch: list[Chunk]) -> list[tuple[AckSink, int, list[list[NewEvent]
         entry[1][0] += len(events)
         entry[2].append(events)
     return [(sink, count[0], chunks) for sink, count, chunks in grouped.values()]
+
+
+def _settlements(
+    batch: list[Chunk], stored: Stored
+) -> list[tuple[AckSink, int, dict[str, int], list[tuple[str, int]]]]:
+    """What each submitter of a committed batch is told: (sink, its events handled, the heads
+    of its streams, its refused (stream, seq)). One pass over the events (most chunks are
+    one WebSocket event)."""
+    heads = stored.heads
+    refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
+    grouped: dict[int, tuple[AckSink, list[int], dict[str, int], list[tuple[str, int]]]] = {}
+    for events, sink in batch:
+        entry = grouped.get(id(sink))
+        if entry is None:
+            entry = grouped[id(sink)] = (sink, [0], {}, [])
+        entry[1][0] += len(events)
+        acks = entry[2]
+        for e in events:
+            if e.stream not in acks:
+                acks[e.stream] = heads[(e.device_pk, e.stream)].acked
+        if refused:
+            entry[3].extend(
+                (e.stream, e.seq) for e in events if (e.device_pk, e.stream, e.seq) in refused
+            )
+    return [(sink, count[0], acks, rejected) for sink, count, acks, rejected in grouped.values()]
