@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,28 @@ async def test_rest_batch_is_stored_and_acknowledged(box: RunningBox) -> None:
     assert event.user_id == room.students[0].user.id
     assert event.session_id == room.session.id  # attributed to the playing session
     assert event.data == {"target": "t"}
+
+
+async def test_batch_rows_get_distinct_time_ordered_ids(box: RunningBox) -> None:
+    """One upload spanning several statement shapes (1024 + 256 + 64 + 16 + 4 + 1 rows): every
+    row has its own UUIDv7-shaped id, rising with the seq, and its own `data` text."""
+    room = await classroom(box.app[DB])
+    events = [ev(i, n=i) for i in range(1, 1366)]
+    status, body = await upload(box, room, "ids", events)
+    assert status == 200 and body == {"acked": {"ids": 1365}}, body
+    async with box.app[DB].read() as s:
+        rows = (
+            await s.execute(
+                select(InteractionEvent.seq, InteractionEvent.id, InteractionEvent.data)
+                .where(InteractionEvent.stream == "ids")
+                .order_by(InteractionEvent.seq)
+            )
+        ).all()
+    assert [seq for seq, _, _ in rows] == list(range(1, 1366))
+    ids = [row_id for _, row_id, _ in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(row_id).version == 7 and len(row_id) == 36 for row_id in ids)
+    assert [data for _, _, data in rows] == [{"n": i} for i in range(1, 1366)]
 
 
 async def test_duplicates_and_out_of_order_are_stored_once(box: RunningBox) -> None:
@@ -239,6 +262,10 @@ async def test_websocket_events_are_acknowledged_after_commit(box: RunningBox) -
         big = ev(24, blob="x" * MAX_EVENT_DATA_BYTES)
         await ws.send_json({"type": "event", "stream": "w", **big})
         assert (await receive_type(ws, "error"))["error"]["code"] == "event_too_large"
+        # `data` that is not an object: a malformed message, refused, the connection stays.
+        for data in ([1, 2], "x", None):
+            await ws.send_json({"type": "event", "stream": "w", **ev(24), "data": data})
+            assert (await receive_type(ws, "error"))["error"]["code"] == "invalid_message"
         await ws.send_json({"type": "event", "stream": "w", **ev(24)})
         await acked_until(ws, "w", 24)
     assert await stored_seqs(box.app[DB], "w") == list(range(1, 25))

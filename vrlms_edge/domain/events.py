@@ -11,21 +11,25 @@ The new heads are kept in memory only after the transaction committed (`EventLog
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, Final
 
+import msgspec
+from msgspec.structs import astuple
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.domain import results
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import BoxIdentity, InteractionEvent, OutboxEntry
-from vrlms_edge.store.raw import execute_rows
+from vrlms_edge.store.raw import ROW_SHAPES, execute_rows
 
 # A seq this far beyond the stream's head is refused: it bounds the gap bookkeeping per
 # stream (a headset numbers its events 1, 2, 3... and never runs this far ahead of its acks).
@@ -38,17 +42,33 @@ HEAD_CHUNK: Final = 500
 
 StreamKey = tuple[str, str]  # (devices.id, stream)
 
+# One event row: the id (time-ordered: ?1 the batch's common prefix, ?2 + k the counter of
+# row k, formatted by SQLite), the batch's time stamp (?3), then the NewEvent's fields in order.
 _INSERT_HEAD: Final = (
     "INSERT INTO interaction_events (id, created_at, updated_at, org_id, device_id, user_id,"
     " session_id, lesson_id, stream, seq, kind, t_ms, received_ms, data) VALUES "
 )
 _INSERT_TAIL: Final = " ON CONFLICT (device_id, stream, seq) DO NOTHING"
-_ROW_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW: Final = "(?1 || printf('%012x', ?2 + {k}), ?3, ?3, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """INSERT the event rows (resends already stored are skipped by the unique key)."""
-    execute_rows(conn, _INSERT_HEAD, _ROW_MARKS, _INSERT_TAIL, rows)
+@functools.cache
+def _insert_sql(count: int) -> str:
+    return _INSERT_HEAD + ", ".join(_ROW.format(k=k) for k in range(count)) + _INSERT_TAIL
+
+
+def insert_rows(conn: sqlite3.Connection, events: list[NewEvent], stamp: str, now_ms: int) -> None:
+    """INSERT the events (resends already stored are skipped by the unique key) in a few
+    multi-row statements (store/raw.py ROW_SHAPES). Each row's values are its NewEvent's
+    fields as they are (`astuple`, no per-value Python), plus three per-statement values."""
+    prefix, low = time_ordered_id_base(now_ms, len(events))
+    at = 0
+    for size in ROW_SHAPES:
+        while len(events) - at >= size:
+            params: list[Any] = [prefix, low + at, stamp]
+            params.extend(chain.from_iterable(map(astuple, events[at : at + size])))
+            conn.execute(_insert_sql(size), params)
+            at += size
 
 
 _HEAD_INSERT: Final = (
@@ -60,21 +80,24 @@ _HEAD_UPDATE: Final = (
 )
 
 
-@dataclass(slots=True)
-class NewEvent:
-    """One event as received, before it is stored (`data` is the JSON object's text)."""
+class NewEvent(msgspec.Struct, kw_only=True, gc=False):
+    """One event as received, before it is stored (`data` is the JSON object's text).
+
+    The fields are in the order of their columns in `insert_rows`. A msgspec Struct: made in C
+    (one per event on the event loop), not tracked by the garbage collector (it holds only
+    strings and numbers) while it waits in the queue."""
 
     org_id: str
     device_pk: str
     user_id: str | None
+    session_id: str | None = None
+    lesson_id: str | None
     stream: str
     seq: int
     kind: str
     t_ms: int
-    lesson_id: str | None
-    data: str
     received_ms: int
-    session_id: str | None = None
+    data: str
 
     @property
     def key(self) -> StreamKey:
@@ -110,19 +133,19 @@ class Stored:
     changes: list[results.ResultChange]
 
 
-def time_ordered_ids(now_ms: int, count: int) -> list[str]:
-    """UUIDv7-style ids (millisecond time first, then random): new rows land at the end of the
-    primary-key index instead of at random places, which doubles SQLite's insert rate."""
+def time_ordered_id_base(now_ms: int, count: int) -> tuple[str, int]:
+    """UUIDv7-style ids (millisecond time first, then random) for `count` rows: id k is
+    `prefix + f"{low + k:012x}"`. New rows land at the end of the primary-key index instead
+    of at random places, which doubles SQLite's insert rate."""
     rand_a = secrets.randbits(12)
     # The random low 62 bits count up from a start low enough that a batch never carries
-    # into the upper 14: only the last group of digits is formatted per id.
+    # into the upper 14: only the last group of digits differs between the batch's ids.
     rand_b = secrets.randbits(62) & ~((1 << 48) - 1) | secrets.randbelow((1 << 48) - count)
-    head = (
+    prefix = (
         f"{(now_ms >> 16) & 0xFFFFFFFF:08x}-{now_ms & 0xFFFF:04x}-7{rand_a:03x}-"
         f"{0x8000 | (rand_b >> 48):04x}-"
     )
-    low = rand_b & ((1 << 48) - 1)
-    return [f"{head}{low + i:012x}" for i in range(count)]
+    return prefix, rand_b & ((1 << 48) - 1)
 
 
 class EventLog:
@@ -206,29 +229,7 @@ class EventLog:
         stamp = results.sql_time(now)
         if fresh:
             self.sessions.attribute(conn, fresh, now_ms)
-            ids = time_ordered_ids(now_ms, len(fresh))
-            insert_rows(
-                conn,
-                [
-                    (
-                        row_id,
-                        stamp,
-                        stamp,
-                        e.org_id,
-                        e.device_pk,
-                        e.user_id,
-                        e.session_id,
-                        e.lesson_id,
-                        e.stream,
-                        e.seq,
-                        e.kind,
-                        e.t_ms,
-                        e.received_ms,
-                        e.data,
-                    )
-                    for row_id, e in zip(ids, fresh, strict=True)
-                ],
-            )
+            insert_rows(conn, fresh, stamp, now_ms)
             changes = results.apply_events(conn, fresh, now, self.attendance)
         moved = [
             (key[0], key[1], orgs[key], head.acked, stamp)

@@ -267,12 +267,15 @@ def _record_attendance(
     book: AttendanceBook,
     outbox: Outbox,
 ) -> None:
-    firsts: dict[tuple[str, str], NewEvent] = {}
     known, pending = book.known, book.pending
-    for e in events:
-        if e.session_id is not None and e.user_id is not None:
-            pair = (e.session_id, e.user_id)
-            if pair not in known and pair not in pending and pair not in firsts:
+    # The first event of each (session, user): over the reversed batch the first one is the
+    # last written. One pass without per-event set lookups; a batch has few distinct pairs.
+    candidates = {(e.session_id, e.user_id): e for e in reversed(events)}
+    firsts: dict[tuple[str, str], NewEvent] = {}
+    for (session_id, user_id), e in candidates.items():
+        if session_id is not None and user_id is not None:
+            pair = (session_id, user_id)
+            if pair not in known and pair not in pending:
                 firsts[pair] = e
     if not firsts:
         return

@@ -346,7 +346,7 @@ class EventOutbox:
             kind=kind,
             t_ms=t_ms,
             lesson_id=lesson_id,
-            data=data,
+            data=protocol.event_data(data),
         )
         if len(self.unacked) >= MAX_UNACKED_EVENTS:
             del self.unacked[min(self.unacked)]

@@ -380,10 +380,17 @@ class Hub:
                     found.append((room, entry))
         return found
 
-    def seen(self, conn: Connection) -> None:
-        now_ms = self._clock.now_ms()
-        for _room, entry in self._entries(conn):
-            entry.last_seen_ms = now_ms
+    def seen(self, conn: Connection, now_ms: int) -> None:
+        """A frame of this student arrived at server time `now_ms` (once per frame: no list
+        of entries is built)."""
+        user_id = conn.principal.user_id
+        rooms = self._rooms
+        for class_id in conn.class_ids:
+            room = rooms.get(class_id)
+            if room is not None:
+                entry = room.roster.get(user_id)
+                if entry is not None:
+                    entry.last_seen_ms = now_ms
 
     def ack(self, conn: Connection, message: Ack) -> bool:
         """Record an applied rev; False when the ack names no session the headset follows."""

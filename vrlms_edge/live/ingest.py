@@ -56,13 +56,6 @@ MAX_IN_FLIGHT: Final = 500
 MAX_BATCH_EVENTS: Final = 5000
 
 
-def _empty_data() -> msgspec.Raw:
-    return msgspec.Raw(b"{}")
-
-
-_encoder: Final = msgspec.json.Encoder()
-
-
 class EventItem(msgspec.Struct, kw_only=True):
     """One event of a REST upload (the `event` message without `stream`)."""
 
@@ -70,8 +63,7 @@ class EventItem(msgspec.Struct, kw_only=True):
     kind: protocol.KindName
     t_ms: protocol.TimeMs
     lesson_id: protocol.LessonId | None = None
-    # A factory, not a shared default: a Raw default cannot appear in the JSON schema.
-    data: msgspec.Raw = msgspec.field(default_factory=_empty_data)
+    data: protocol.EventData = msgspec.field(default_factory=protocol.empty_object)
 
 
 class EventUpload(msgspec.Struct, kw_only=True):
@@ -295,9 +287,7 @@ class EventIngest:
 
     def new_event(self, origin: Origin, msg: Event | EventItem, stream: str) -> NewEvent:
         """Check one event and turn it into what the writer stores (raises AppError)."""
-        raw = msg.data
-        blob = bytes(raw) if isinstance(raw, msgspec.Raw) else _encoder.encode(raw)
-        data = event_data(blob, "$.data")
+        data = event_data(bytes(msg.data), "$.data")
         return NewEvent(
             org_id=origin.org_id,
             device_pk=origin.device_pk,
@@ -401,20 +391,7 @@ class EventIngest:
             )
         self.batches_total += 1
         self.stored_total += len(stored.fresh)
-        heads = stored.heads
-        refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
-        for sink, count, chunks in _by_sink(batch):
-            acks: dict[str, int] = {}
-            rejected: list[tuple[str, int]] = []
-            for chunk in chunks:
-                for device_pk, stream in {(e.device_pk, e.stream) for e in chunk}:
-                    acks[stream] = heads[(device_pk, stream)].acked
-                if refused:
-                    rejected.extend(
-                        (e.stream, e.seq)
-                        for e in chunk
-                        if (e.device_pk, e.stream, e.seq) in refused
-                    )
+        for sink, count, acks, rejected in _settlements(batch, stored):
             try:
                 sink.settled(acks, count, rejected)
             except Exception:  # one broken connection must not stop the others' acks
@@ -441,3 +418,28 @@ def _by_sink(batch: list[Chunk]) -> list[tuple[AckSink, int, list[list[NewEvent]
         entry[1][0] += len(events)
         entry[2].append(events)
     return [(sink, count[0], chunks) for sink, count, chunks in grouped.values()]
+
+
+def _settlements(
+    batch: list[Chunk], stored: Stored
+) -> list[tuple[AckSink, int, dict[str, int], list[tuple[str, int]]]]:
+    """What each submitter of a committed batch is told: (sink, its events handled, the heads
+    of its streams, its refused (stream, seq)). One pass over the events (most chunks are
+    one WebSocket event)."""
+    heads = stored.heads
+    refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
+    grouped: dict[int, tuple[AckSink, list[int], dict[str, int], list[tuple[str, int]]]] = {}
+    for events, sink in batch:
+        entry = grouped.get(id(sink))
+        if entry is None:
+            entry = grouped[id(sink)] = (sink, [0], {}, [])
+        entry[1][0] += len(events)
+        acks = entry[2]
+        for e in events:
+            if e.stream not in acks:
+                acks[e.stream] = heads[(e.device_pk, e.stream)].acked
+        if refused:
+            entry[3].extend(
+                (e.stream, e.seq) for e in events if (e.device_pk, e.stream, e.seq) in refused
+            )
+    return [(sink, count[0], acks, rejected) for sink, count, acks, rejected in grouped.values()]

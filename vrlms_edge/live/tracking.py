@@ -80,7 +80,9 @@ def plug_into_websocket(sinks: FrameSinks, ingest: EventIngest, live: LiveView) 
         try:
             await ingest.accept(message, sink)
         except AppError as err:
-            raise Refusal(err.code, err.message) from None
+            # `data` that is not an object is a malformed message, as any other wrong field.
+            code = protocol.INVALID_MESSAGE if err.code == "validation_error" else err.code
+            raise Refusal(code, err.message) from None
 
     sinks.event = on_event
     sinks.status.append(live.on_status)

@@ -195,6 +195,8 @@ async def _read(conn: Connection, app: web.Application) -> None:
     )
     limits = InboundLimits()
     clock = app[CLOCK]
+    hub = app[HUB]
+    student = conn.principal.role == Role.student
     ws = conn.ws
     while not conn.closing:
         msg = await ws.receive()
@@ -221,8 +223,8 @@ async def _read(conn: Connection, app: web.Application) -> None:
             log.info("closing connection %s: %s", conn.id, closing.reason)
             conn.close(closing.code, closing.reason)
             break
-        if conn.principal.role == Role.student:
-            app[HUB].seen(conn)
+        if student:
+            hub.seen(conn, t1)
 
 
 # --- REST --------------------------------------------------------------------------------------
