@@ -15,7 +15,7 @@ import functools
 import secrets
 import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import chain
@@ -367,6 +367,3 @@ async def prune_slice(s: AsyncSession, *, before_ms: int) -> int:
     result = await s.execute(delete(InteractionEvent).where(InteractionEvent.id.in_(victims)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-
-def device_keys(events: Iterable[NewEvent]) -> set[StreamKey]:
-    return {e.key for e in events}
