@@ -434,6 +434,27 @@ def ingest_rows(stdout: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def machine_idle(limit_s: float = 20.0) -> float:
+    """Wait until the whole machine is idle (< 15 % of its CPU time busy over 0.5 s), so what
+    the previous target left behind (processes exiting, the kernel closing sockets) is not
+    measured as the next one's cost; bounded. Returns the seconds waited."""
+
+    def busy_idle() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, idle
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        b0, i0 = busy_idle()
+        time.sleep(0.5)
+        b1, i1 = busy_idle()
+        if (b1 - b0) <= 0.15 * max(1, (b1 - b0) + (i1 - i0)):
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 def machine() -> dict[str, Any]:
     others = 0
     me = os.getpid()
@@ -497,6 +518,7 @@ def main() -> None:
         for name in names:
             workdir = Path(tmp) / name
             workdir.mkdir()
+            results.setdefault("idle_waits_s", {})[name] = machine_idle()
             try:
                 results["targets"][name] = bench_target(name, p, workdir, log)
             except Exception as exc:  # one target failing must not lose the others' figures
@@ -504,6 +526,7 @@ def main() -> None:
                 results["targets"][name] = {"error": repr(exc)}
     if "peer-memory" in names and not results["peer_versions"]:
         results["peer_versions"] = versions(PEER_VENV / "bin" / "python")
+    results.setdefault("idle_waits_s", {})["w2"] = machine_idle()
     results["w2_ingest"] = run_ingest(args.full, log)
     results["machine_after"] = machine()
     results["wall_s"] = round(time.monotonic() - started, 1)
