@@ -677,11 +677,11 @@ async def w3(co: Coordinator, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 async def w4(co: Coordinator, opts: dict[str, Any], stalled_url: str) -> dict[str, Any]:
-    """Paired trains on the same connections: a baseline train, then one while an extra
-    headset has stopped reading, `pairs` times; the others' latencies are pooled per kind, so
-    the comparison is thousands of deliveries against thousands in the same run (not one p99
-    of a few dozen commands against another run's). The last stalled headset stays until the
-    server cuts it off (or `cutoff_wait_s` after the last train)."""
+    """Trains on the same connections, some while an extra headset has stopped reading
+    ("stalled") and as many without ("baseline"), in the order S B B S S B B S ... so that a
+    drift over the run favours neither kind; the others' latencies are pooled per kind, so
+    the comparison is thousands of deliveries against thousands in the same run. The last
+    stalled headset stays until the server cuts it off (or `cutoff_wait_s` after the end)."""
     count, rate = opts.get("commands", 40), opts.get("rate", 20.0)
     pairs = max(1, opts.get("pairs", 3))
     baseline: list[float] = []
@@ -689,17 +689,27 @@ async def w4(co: Coordinator, opts: dict[str, Any], stalled_url: str) -> dict[st
     lost = 0
     sock: socket.socket | None = None
     t_stall = 0.0
+    server = co.pids().get("server")
     await co.fanout(max(5, count // 4), rate)  # warm-up, not counted: the first train after
-    # connecting ran slower than any later one, which flattered the stalled trains (-39 %)
-    for _ in range(pairs):
-        if sock is not None:
-            sock.close()
-            await asyncio.sleep(0.3)  # the server's bookkeeping of that disconnect
-        lost += (await co.fanout(count, rate))["lost"]
-        baseline += co.latencies
-        sock, t_stall = await open_stalled(stalled_url)
-        lost += (await co.fanout(count, rate))["lost"]
-        stalled += co.latencies
+    # connecting ran slower than any later one
+    order = [k for i in range(pairs) for k in (("S", "B") if i % 2 == 0 else ("B", "S"))]
+    if order[-1] == "B":
+        order.reverse()  # end on a stalled train: its headset is the one whose cut-off is timed
+    for kind in order:
+        if kind == "S":
+            sock, t_stall = await open_stalled(stalled_url)
+            # Its admission (a database read, an attendance row) is not the stall's cost:
+            # the first command after it waited behind that work, on the box and the peer.
+            await server_idle(server)
+            lost += (await co.fanout(count, rate))["lost"]
+            stalled += co.latencies
+        else:
+            if sock is not None:
+                sock.close()
+                sock = None
+                await server_idle(server)  # the server's bookkeeping of that disconnect
+            lost += (await co.fanout(count, rate))["lost"]
+            baseline += co.latencies
     assert sock is not None
     cut: float | None = None
 

@@ -276,7 +276,7 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "capacity_step_s": 2.0 if full else 1.0,
         "w3_commands": 60 if full else 30,
         "w4_commands": 50 if full else 25,  # per train
-        "w4_pairs": 5 if full else 2,  # baseline + stalled trains
+        "w4_pairs": 5 if full else 4,  # stalled + baseline trains
         "w5_n": 300,
         "w6_n": 30,
         "w6_trials": 10 if full else 2,
