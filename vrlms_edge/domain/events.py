@@ -366,4 +366,3 @@ async def prune_slice(s: AsyncSession, *, before_ms: int) -> int:
     )
     result = await s.execute(delete(InteractionEvent).where(InteractionEvent.id.in_(victims)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
