@@ -377,8 +377,8 @@ class EventIngest:
             )
             self._log.rolled_back()
             self.failed_batches += 1
-            for sink, count, _ in _by_sink(batch):
-                sink.failed(count)
+            for sink, chunks in _by_sink(batch):
+                sink.failed(sum(map(len, chunks)))
             return
         self._log.committed(stored)
         if log.isEnabledFor(logging.DEBUG):
@@ -408,38 +408,37 @@ class EventIngest:
         self._backlog.close()
 
 
-def _by_sink(batch: list[Chunk]) -> list[tuple[AckSink, int, list[list[NewEvent]]]]:
-    """The batch's chunks grouped by submitter: (sink, events, chunks)."""
-    grouped: dict[int, tuple[AckSink, list[int], list[list[NewEvent]]]] = {}
+def _by_sink(batch: list[Chunk]) -> list[tuple[AckSink, list[list[NewEvent]]]]:
+    """The batch's chunks grouped by submitter, in the order they came."""
+    grouped: dict[int, tuple[AckSink, list[list[NewEvent]]]] = {}
     for events, sink in batch:
         entry = grouped.get(id(sink))
         if entry is None:
-            entry = grouped[id(sink)] = (sink, [0], [])
-        entry[1][0] += len(events)
-        entry[2].append(events)
-    return [(sink, count[0], chunks) for sink, count, chunks in grouped.values()]
+            entry = grouped[id(sink)] = (sink, [])
+        entry[1].append(events)
+    return list(grouped.values())
 
 
 def _settlements(
     batch: list[Chunk], stored: Stored
 ) -> list[tuple[AckSink, int, dict[str, int], list[tuple[str, int]]]]:
     """What each submitter of a committed batch is told: (sink, its events handled, the heads
-    of its streams, its refused (stream, seq)). One pass over the events (most chunks are
-    one WebSocket event)."""
+    of its streams, its refused (stream, seq)). Most chunks are one WebSocket event."""
     heads = stored.heads
     refused = {(e.device_pk, e.stream, e.seq) for e in stored.refused}
-    grouped: dict[int, tuple[AckSink, list[int], dict[str, int], list[tuple[str, int]]]] = {}
-    for events, sink in batch:
-        entry = grouped.get(id(sink))
-        if entry is None:
-            entry = grouped[id(sink)] = (sink, [0], {}, [])
-        entry[1][0] += len(events)
-        acks = entry[2]
-        for e in events:
-            if e.stream not in acks:
-                acks[e.stream] = heads[(e.device_pk, e.stream)].acked
-        if refused:
-            entry[3].extend(
-                (e.stream, e.seq) for e in events if (e.device_pk, e.stream, e.seq) in refused
-            )
-    return [(sink, count[0], acks, rejected) for sink, count, acks, rejected in grouped.values()]
+    told = []
+    for sink, chunks in _by_sink(batch):
+        acks: dict[str, int] = {}
+        rejected: list[tuple[str, int]] = []
+        count = 0
+        for events in chunks:
+            count += len(events)
+            for e in events:
+                if e.stream not in acks:
+                    acks[e.stream] = heads[(e.device_pk, e.stream)].acked
+            if refused:
+                rejected.extend(
+                    (e.stream, e.seq) for e in events if (e.device_pk, e.stream, e.seq) in refused
+                )
+        told.append((sink, count, acks, rejected))
+    return told
