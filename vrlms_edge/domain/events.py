@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vrlms_edge.domain import results
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import BoxIdentity, InteractionEvent, OutboxEntry
-from vrlms_edge.store.raw import ROW_SHAPES, execute_rows
+from vrlms_edge.store.raw import execute_rows, row_chunks
 
 # A seq this far beyond the stream's head is refused: it bounds the gap bookkeeping per
 # stream (a headset numbers its events 1, 2, 3... and never runs this far ahead of its acks).
@@ -59,16 +59,13 @@ def _insert_sql(count: int) -> str:
 
 def insert_rows(conn: sqlite3.Connection, events: list[NewEvent], stamp: str, now_ms: int) -> None:
     """INSERT the events (resends already stored are skipped by the unique key) in a few
-    multi-row statements (store/raw.py ROW_SHAPES). Each row's values are its NewEvent's
+    multi-row statements (store/raw.py row_chunks). Each row's values are its NewEvent's
     fields as they are (`astuple`, no per-value Python), plus three per-statement values."""
     prefix, low = time_ordered_id_base(now_ms, len(events))
-    at = 0
-    for size in ROW_SHAPES:
-        while len(events) - at >= size:
-            params: list[Any] = [prefix, low + at, stamp]
-            params.extend(chain.from_iterable(map(astuple, events[at : at + size])))
-            conn.execute(_insert_sql(size), params)
-            at += size
+    for at, size in row_chunks(len(events)):
+        params: list[Any] = [prefix, low + at, stamp]
+        params.extend(chain.from_iterable(map(astuple, events[at : at + size])))
+        conn.execute(_insert_sql(size), params)
 
 
 _HEAD_INSERT: Final = (

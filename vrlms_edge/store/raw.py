@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar, cast
 
 from sqlalchemy import inspect
@@ -37,17 +37,23 @@ def _rows_sql(head: str, marks: str, tail: str, count: int) -> str:
     return head + ", ".join([marks] * count) + tail
 
 
+def row_chunks(count: int) -> Iterator[tuple[int, int]]:
+    """(start, size) of each statement for `count` rows, sizes from ROW_SHAPES, largest first."""
+    at = 0
+    for size in ROW_SHAPES:
+        while count - at >= size:
+            yield at, size
+            at += size
+
+
 def execute_rows(
     conn: sqlite3.Connection, head: str, marks: str, tail: str, rows: Sequence[Sequence[Any]]
 ) -> None:
     """Run `head VALUES-rows tail` (head ends with "VALUES ", `marks` is one row's "(?, ?)")
     for all rows in a few multi-row statements."""
-    at = 0
-    for size in ROW_SHAPES:
-        while len(rows) - at >= size:
-            sql = _rows_sql(head, marks, tail, size)
-            conn.execute(sql, [value for row in rows[at : at + size] for value in row])
-            at += size
+    for at, size in row_chunks(len(rows)):
+        sql = _rows_sql(head, marks, tail, size)
+        conn.execute(sql, [value for row in rows[at : at + size] for value in row])
 
 
 class RawTable(Generic[M]):
