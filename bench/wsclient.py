@@ -37,15 +37,19 @@ class HandshakeError(ConnectionError):
     """The server did not switch protocols."""
 
 
-def _mask(payload: bytes) -> bytes:
-    """A masked frame body: 4-byte key, then the payload XORed with it (one big-int XOR)."""
-    key = os.urandom(4)
+def _xor(payload: bytes, key: bytes) -> bytes:
+    """The payload XORed with the repeated 4-byte key (one big-int XOR): masks and unmasks."""
     n = len(payload)
-    if n == 0:
-        return key
     stream = (key * (n // 4 + 1))[:n]
-    masked = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
-    return key + masked.to_bytes(n, "little")
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(
+        n, "little"
+    )
+
+
+def _mask(payload: bytes) -> bytes:
+    """A masked frame body: 4-byte key, then the payload XORed with it."""
+    key = os.urandom(4)
+    return key + _xor(payload, key)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -118,10 +122,7 @@ class WsClient(asyncio.Protocol):
             payload = buf[at + head : at + head + size]
             at += head + size
             if key:
-                stream = (key * (size // 4 + 1))[:size]
-                payload = (
-                    int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
-                ).to_bytes(size, "little")
+                payload = _xor(payload, key)
             if b0 == 0x81:  # a whole text frame: nearly every frame
                 self.on_text(payload, now)
             else:
