@@ -14,6 +14,7 @@ so targets never compete with each other; the generator shares the machine's cor
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -289,17 +290,10 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
     }
 
 
-def settle(target: dict[str, Any], limit_s: float = 20.0) -> float:
-    """Wait until the server is idle (< 10 % of a core over 0.5 s) so one workload's backlog
-    does not bleed into the next; bounded. Returns the seconds waited."""
-    t0 = time.monotonic()
-    pid = target["pids"]["server"]
-    while time.monotonic() - t0 < limit_s:
-        before = loadgen.cpu_seconds(pid)
-        time.sleep(0.5)
-        if loadgen.cpu_seconds(pid) - before < 0.05:
-            break
-    return round(time.monotonic() - t0, 1)
+def settle(target: dict[str, Any], limit_s: float = loadgen.IDLE_WAIT_S) -> float:
+    """Wait until the server is idle (loadgen.server_idle: < 10 % of a core over 0.5 s) so one
+    workload's backlog does not bleed into the next; bounded. Returns the seconds waited."""
+    return asyncio.run(loadgen.server_idle(target["pids"]["server"], limit_s)) or 0.0
 
 
 def procs_for(n: int) -> int:
