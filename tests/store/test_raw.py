@@ -52,6 +52,20 @@ async def test_a_row_inserted_raw_reads_back_through_the_orm(database: Database)
     assert stored.deleted_at == when and stored.launch == {"scene": "mitosis", "lang": "fi"}
 
 
+async def test_values_inserted_raw_read_back_as_the_orm_row_with_defaults(
+    database: Database,
+) -> None:
+    org_id, module_id = await _module(database)
+    values = {"org_id": org_id, "module_id": module_id, "title": "Mitosis", "apk_package": "a.b"}
+    await database.write_raw(lambda conn: LESSONS.insert_values(conn, values))
+    assert values["id"] and values["position"] == 0  # the model's defaults, filled in
+    async with database.read() as s:
+        stored = await s.get(Lesson, values["id"])
+    assert stored is not None
+    assert stored.title == "Mitosis" and stored.position == 0 and stored.launch == {}
+    assert stored.created_at == values["created_at"] and stored.deleted_at is None
+
+
 async def test_an_orm_row_reads_back_raw_and_updates_only_what_changed(database: Database) -> None:
     org_id, module_id = await _module(database)
     async with database.write() as s:

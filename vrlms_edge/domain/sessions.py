@@ -327,21 +327,21 @@ async def _commit_change(
         if row.status == SessionStatus.stopped:
             row.ended_at = clock.now()
         SESSIONS.update(conn, row, before)
-        REVISIONS.insert(
+        REVISIONS.insert_values(
             conn,
-            SessionRevision(
-                org_id=row.org_id,
-                session_id=row.id,
-                rev=row.rev,
-                action=change.action.value,
-                actor_id=actor_id,
-                status=row.status,
-                lesson_id=row.lesson_id,
-                anchor_server_ms=row.anchor_server_ms,
-                anchor_position_ms=row.anchor_position_ms,
-                attention_on=row.attention_on,
-                attention_message=row.attention_message,
-            ),
+            {
+                "org_id": row.org_id,
+                "session_id": row.id,
+                "rev": row.rev,
+                "action": change.action.value,
+                "actor_id": actor_id,
+                "status": row.status,
+                "lesson_id": row.lesson_id,
+                "anchor_server_ms": row.anchor_server_ms,
+                "anchor_position_ms": row.anchor_position_ms,
+                "attention_on": row.attention_on,
+                "attention_message": row.attention_message,
+            },
         )
         # The org server gets the session's newest state with the same commit.
         enqueue_raw(conn, [(row.org_id, "sessions", row.id, row_payload(row))])

@@ -56,6 +56,14 @@ def execute_rows(
         conn.execute(sql, [value for row in rows[at : at + size] for value in row])
 
 
+def _value(row: Base, key: str) -> Any:
+    """A column's value: straight from the instance's dict, where the ORM keeps loaded and
+    assigned values (an instrumented attribute read costs several times more); an attribute
+    the ORM has not loaded (expired, deferred) goes through the attribute."""
+    values = row.__dict__
+    return values[key] if key in values else getattr(row, key)
+
+
 class RawTable(Generic[M]):
     """One model's table: get by primary key or condition, insert, upsert, update changed
     columns."""
@@ -124,25 +132,34 @@ class RawTable(Generic[M]):
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""
-        return {key: getattr(row, key) for key in self.keys}
+        return {key: _value(row, key) for key in self.keys}
 
     def insert(self, conn: sqlite3.Connection, row: M) -> None:
         """Insert a new row; unset columns take the model's Python-side defaults (as the ORM
         would), and those are written back into `row`."""
-        params = []
-        for key in self.keys:
-            value = getattr(row, key)
-            if value is None and key in self._defaults:
-                default = self._defaults[key]
-                value = default(None) if callable(default) else default
-                setattr(row, key, value)
-            params.append(self._db_value(key, value))
-        conn.execute(self._insert, params)
+        for key, value in self._default_values({k: _value(row, k) for k in self.keys}):
+            setattr(row, key, value)
+        conn.execute(self._insert, self._params(row))
+
+    def insert_values(self, conn: sqlite3.Connection, values: dict[str, Any]) -> None:
+        """Insert a row given as {key: value} that nobody reads back, without building a
+        model object (its constructor costs more than the INSERT); missing keys take the
+        model's Python-side defaults, which are written into `values`."""
+        values.update(self._default_values(values))
+        conn.execute(self._insert, [self._db_value(k, values.get(k)) for k in self.keys])
+
+    def _default_values(self, values: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        for key, default in self._defaults.items():
+            if values.get(key) is None:
+                yield key, default(None) if callable(default) else default
+
+    def _params(self, row: M) -> list[Any]:
+        return [self._db_value(key, _value(row, key)) for key in self.keys]
 
     def update(self, conn: sqlite3.Connection, row: M, before: Mapping[str, Any]) -> bool:
         """Write the columns that differ from `before` (and stamp `onupdate` columns);
         False when nothing changed."""
-        changed = [k for k in self.keys if getattr(row, k) != before[k]]
+        changed = [k for k in self.keys if _value(row, k) != before[k]]
         if not changed:
             return False
         for key, stamp in self._onupdate.items():
@@ -154,8 +171,8 @@ class RawTable(Generic[M]):
         if sql is None:
             sets = ", ".join(f"{self._column[k]} = ?" for k in shape)
             sql = self._updates[shape] = f"UPDATE {self.name} SET {sets}{self._where_pk}"
-        params = [self._db_value(k, getattr(row, k)) for k in shape]
-        conn.execute(sql, [*params, getattr(row, self._pk_key)])
+        params = [self._db_value(k, _value(row, k)) for k in shape]
+        conn.execute(sql, [*params, _value(row, self._pk_key)])
         return True
 
     def upsert(

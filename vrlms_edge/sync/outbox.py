@@ -13,6 +13,7 @@ the data can never disagree after a crash.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import uuid
 from datetime import date, datetime
@@ -30,8 +31,13 @@ from vrlms_edge.store.raw import RawTable
 VERSION_COUNTER: Final = "outbox_version"
 
 
+_AS_IS: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """A column value as JSON (datetimes as ISO 8601 UTC, enums as their value)."""
+    if type(value) in _AS_IS:  # most columns: checked first
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, date):
@@ -45,10 +51,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _column_keys(model: type[Base]) -> tuple[str, ...]:
+    return tuple(attr.key for attr in inspect(model).column_attrs)
+
+
 def row_payload(row: Base) -> dict[str, Any]:
     """Every column of a model row, JSON-ready (the payload format the org server expects)."""
-    mapper = inspect(row).mapper
-    return {attr.key: jsonable(getattr(row, attr.key)) for attr in mapper.column_attrs}
+    return {key: jsonable(getattr(row, key)) for key in _column_keys(type(row))}
 
 
 async def next_versions(s: AsyncSession, count: int) -> int:
