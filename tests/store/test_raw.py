@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from tests.live.support import eventually
 from vrlms_edge.domain import roster
+from vrlms_edge.store import db as db_module
 from vrlms_edge.store.db import Database
 from vrlms_edge.store.models import Course, Lesson, Module, SyncState
 from vrlms_edge.store.raw import RawTable
@@ -175,3 +177,31 @@ async def test_upsert_of_many_rows_spans_every_statement_shape(database: Databas
     async with database.read() as s:
         stored = {r.name: r.value for r in await s.scalars(select(SyncState))}
     assert stored == {f"k{i}": {"n": 2, "i": i} for i in range(count)}
+
+
+async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of the hot lane never copies the WAL into the database (its fsync would stall
+    a teacher's command); the checkpoint thread does, shortly after."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_DELAY_S", 0.05)
+
+    def autocheckpoint(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert await database.write_raw(autocheckpoint) == 0
+    # About 1,500 pages of 4 KiB: past SQLite's default autocheckpoint of 1,000 pages.
+    for batch in range(15):
+        rows = [
+            {"name": f"r{batch}-{i}", "value": {"x": "v" * 3500}, "updated_at": datetime.now(UTC)}
+            for i in range(100)
+        ]
+        await database.write_raw(
+            lambda conn, rows=rows: STATE.upsert(conn, rows, conflict=("name",), update=("value",))
+        )
+    await eventually(lambda: database.last_checkpoint is not None, 5)
+    assert database.last_checkpoint is not None
+    wal_frames, copied = database.last_checkpoint
+    assert wal_frames > 1000 and copied == wal_frames  # one checkpoint took all of it
+    async with database.read() as s:
+        assert (await s.get(SyncState, "r14-99")) is not None
