@@ -36,6 +36,9 @@ echo ">> wheels for the image (requirements.lock + this checkout)"
   2>/dev/null ||
   "$host_python" -m pip download -q --disable-pip-version-check --only-binary=:all: \
     -d "$cache/wheels" -r "$here/requirements.lock"
+# setuptools builds in the checkout and keeps what it copied to build/lib: a module renamed
+# since the last build (a migration, say) would ship twice. Its scratch goes first.
+rm -rf "$repo/build/lib" "$repo"/build/bdist.*
 "$host_python" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$work/wheels" "$repo" 2>/dev/null ||
   "$host_python" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/wheels" "$repo"

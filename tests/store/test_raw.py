@@ -5,7 +5,11 @@ roll back and queue behind ORM writes like any other."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -205,3 +209,33 @@ async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
     assert wal_frames > 1000 and copied == wal_frames  # one checkpoint took all of it
     async with database.read() as s:
         assert (await s.get(SyncState, "r14-99")) is not None
+
+
+async def test_a_cancelled_caller_leaves_the_lanes_working_and_its_transaction_whole(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = threading.Event()
+
+    def slow_write(conn: sqlite3.Connection) -> None:
+        started.set()
+        time.sleep(0.2)
+        row = {"name": "slow", "value": {"n": 1}, "updated_at": datetime.now(UTC)}
+        STATE.upsert(conn, [row], conflict=("name",), update=("value",))
+
+    writer = asyncio.create_task(database.write_raw(slow_write))
+    assert await asyncio.to_thread(started.wait, 5)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer  # ...only once the transaction it started has ended: committed
+    reader = asyncio.create_task(database.read_raw(lambda conn: time.sleep(0.2)))
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+
+    def read_slow(conn: sqlite3.Connection) -> str:
+        return str(conn.execute("SELECT value FROM sync_state WHERE name = 'slow'").fetchone()[0])
+
+    assert json.loads(await database.read_raw(read_slow)) == {"n": 1}
+    await asyncio.sleep(0.3)  # the cancelled read's outcome arrives, and is dropped quietly
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
@@ -138,21 +139,16 @@ class Database:
         if self._raw_path is None:
             raise RuntimeError("the raw lanes need SQLite")
         path, synchronous = self._raw_path, self._sqlite_synchronous
-        return asyncio.get_running_loop().run_in_executor(
-            lane.thread, lane.run, path, synchronous, work
-        )
+        return lane.call(lambda: lane.run(path, synchronous, work))
 
     async def dispose(self) -> None:
-        loop = asyncio.get_running_loop()
         if self._checkpoint_due is not None:
             self._checkpoint_due.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpoint_due
         # (the last connection to close checkpoints the whole WAL)
         for lane in (self._raw_writer, self._raw_reader, self._checkpointer):
-            if lane.opened:
-                await loop.run_in_executor(lane.thread, lane.close)
-            lane.thread.shutdown(wait=False)
+            await lane.close()
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
@@ -186,17 +182,47 @@ def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return wal_frames, checkpointed
 
 
+Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
+
+
 class _RawLane:
     """One thread with its own sqlite3 connection, running whole transactions (or, with
-    `begin` None, statements that must run outside one)."""
+    `begin` None, statements that must run outside one). Its own thread and queue rather than
+    a ThreadPoolExecutor: a round trip from the event loop and back costs 70 us instead of 115
+    (the executor's work item, its future and the chaining of that to the loop's)."""
 
     def __init__(self, name: str, begin: str | None, pragmas: tuple[str, ...] = ()) -> None:
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._name = name
         self._begin = begin
         self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """Run `work()` on the lane's thread; the future completes on the calling loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            # A daemon: a process that never disposes its database still exits (an
+            # interrupted transaction is rolled back by SQLite).
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        self._jobs.put((loop, future, work))
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, work = job
+            try:
+                outcome: tuple[Any, BaseException | None] = (work(), None)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, *outcome)
 
     def run(self, path: str, synchronous: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """On the lane's thread: `work(conn)` in a transaction."""
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -215,11 +241,24 @@ class _RawLane:
         conn.execute("COMMIT")
         return result
 
-    @property
-    def opened(self) -> bool:
-        return self._conn is not None
+    async def close(self) -> None:
+        """Close the connection on the lane's thread, then end the thread."""
+        if self._thread is None:
+            return
+        await self.call(self._close_connection)
+        self._jobs.put(None)
+        self._thread = None
 
-    def close(self) -> None:
+    def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
