@@ -30,7 +30,7 @@ run: $(VENV)/.installed-run
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check vrlms_edge tests $(wildcard bench)
 	$(BIN)/ruff format --check vrlms_edge tests $(wildcard bench)
-	$(BIN)/mypy vrlms_edge
+	$(BIN)/mypy vrlms_edge $(wildcard bench)
 
 test: lint
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)

@@ -52,7 +52,7 @@ def cpu_per_delivery_us(fanout: dict[str, Any]) -> float | None:
     total = cpu_total(fanout)
     if total is None or not fanout.get("deliveries"):
         return None
-    return total / fanout["deliveries"] * 1e6
+    return total / int(fanout["deliveries"]) * 1e6
 
 
 def fanout_rows(res: dict[str, Any]) -> list[str]:

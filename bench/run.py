@@ -58,11 +58,11 @@ def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = START_TIM
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{proc.args} did not listen on {port} within {timeout} s")
+    raise RuntimeError(f"{proc.args!r} did not listen on {port} within {timeout} s")
 
 
 def read_listening(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S) -> int:
@@ -72,11 +72,11 @@ def read_listening(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"{proc.args} exited before listening ({proc.poll()})")
+            raise RuntimeError(f"{proc.args!r} exited before listening ({proc.poll()})")
         found = re.search(r"listening on http://[^:]+:(\d+)", line)
         if found:
             return int(found.group(1))
-    raise RuntimeError(f"{proc.args} did not announce its port")
+    raise RuntimeError(f"{proc.args!r} did not announce its port")
 
 
 @contextlib.contextmanager

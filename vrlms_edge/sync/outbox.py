@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
@@ -157,7 +158,7 @@ async def enqueue(
     await enqueue_many(s, [(org_id, entity, entity_id, payload)])
 
 
-async def enqueue_rows(s: AsyncSession, rows: list[Base]) -> int:
+async def enqueue_rows(s: AsyncSession, rows: Sequence[Base]) -> int:
     """Enqueue tenant rows under their own table names and orgs (flushes once first so ids
     and defaults are filled in)."""
     await s.flush()
