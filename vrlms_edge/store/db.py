@@ -182,7 +182,7 @@ def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return wal_frames, checkpointed
 
 
-Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
+_Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
 
 
 class _RawLane:
@@ -196,7 +196,7 @@ class _RawLane:
         self._begin = begin
         self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def call(self, work: Callable[[], T]) -> asyncio.Future[T]:

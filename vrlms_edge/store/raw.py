@@ -137,24 +137,26 @@ class RawTable(Generic[M]):
     def insert(self, conn: sqlite3.Connection, row: M) -> None:
         """Insert a new row; unset columns take the model's Python-side defaults (as the ORM
         would), and those are written back into `row`."""
-        for key, value in self._default_values({k: _value(row, k) for k in self.keys}):
+        values = {key: _value(row, key) for key in self.keys}
+        for key, value in self._default_values(values):
             setattr(row, key, value)
-        conn.execute(self._insert, self._params(row))
+            values[key] = value
+        conn.execute(self._insert, self._bound(values))
 
     def insert_values(self, conn: sqlite3.Connection, values: dict[str, Any]) -> None:
         """Insert a row given as {key: value} that nobody reads back, without building a
         model object (its constructor costs more than the INSERT); missing keys take the
         model's Python-side defaults, which are written into `values`."""
         values.update(self._default_values(values))
-        conn.execute(self._insert, [self._db_value(k, values.get(k)) for k in self.keys])
+        conn.execute(self._insert, self._bound(values))
 
     def _default_values(self, values: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         for key, default in self._defaults.items():
             if values.get(key) is None:
                 yield key, default(None) if callable(default) else default
 
-    def _params(self, row: M) -> list[Any]:
-        return [self._db_value(key, _value(row, key)) for key in self.keys]
+    def _bound(self, values: Mapping[str, Any]) -> list[Any]:
+        return [self._db_value(key, values.get(key)) for key in self.keys]
 
     def update(self, conn: sqlite3.Connection, row: M, before: Mapping[str, Any]) -> bool:
         """Write the columns that differ from `before` (and stamp `onupdate` columns);
