@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from vrlms_edge.store import migrate
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import Org, OutboxEntry
-from vrlms_edge.sync.outbox import enqueue
+from vrlms_edge.store.models import Org, OutboxEntry, SyncState
+from vrlms_edge.sync.outbox import VERSION_COUNTER, enqueue, enqueue_raw
 
 
 async def test_enqueue_replaces_payload_and_bumps_version(tmp_path: Path) -> None:
@@ -42,3 +42,26 @@ async def _versions(db: Database, entity_id: str) -> int:
             await s.execute(select(OutboxEntry).where(OutboxEntry.entity_id == entity_id))
         ).scalar_one()
         return row.version
+
+
+async def test_the_hot_lane_and_the_orm_draw_versions_from_one_counter(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'box.sqlite3'}"
+    await asyncio.to_thread(migrate.upgrade, url, tmp_path / "box.sqlite3")
+    db = Database(url)
+    try:
+        async with db.write() as s:
+            s.add(Org(id="o1", slug="o1", name="O"))
+        # The raw lane creates the counter when it is the first...
+        two = [("o1", "results", "a", {"n": 1}), ("o1", "results", "b", {"n": 1})]
+        assert await db.write_raw(lambda conn: enqueue_raw(conn, two)) == 2
+        async with db.write() as s:
+            await enqueue(s, "o1", "results", "c", {"n": 1})
+        # ...and continues from what the ORM reserved.
+        await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "results", "a", {"n": 2})]))
+        versions = [await _versions(db, key) for key in ("b", "c", "a")]
+        assert versions == [2, 3, 4]
+        async with db.read() as s:
+            counter = await s.get(SyncState, VERSION_COUNTER)
+        assert counter is not None and counter.value == {"n": 4}
+    finally:
+        await db.dispose()

@@ -147,10 +147,11 @@ def _visible(actor: Principal, row: Session | None) -> Session:
     return row
 
 
-def _check_teacher(actor: Principal, klass: Class | None) -> None:
+def _check_teacher(actor: Principal, teacher_id: str | None) -> None:
+    """`teacher_id`: the session's class's teacher (None: no class, or nobody teaches it)."""
     if actor.role == Role.admin:
         return
-    if klass is None or klass.teacher_id != actor.user_id:
+    if teacher_id is None or teacher_id != actor.user_id:
         raise forbidden("this session belongs to another teacher's class", "not_your_class")
 
 
@@ -158,7 +159,8 @@ async def load_controlled_session(db_session: Any, actor: Principal, session_id:
     """The session if `actor` may control it: another org's -> 404, another teacher's -> 403."""
     row = _visible(actor, await db_session.get(Session, session_id))
     if actor.role != Role.admin:
-        _check_teacher(actor, await db_session.get(Class, row.class_id))
+        klass = await db_session.get(Class, row.class_id)
+        _check_teacher(actor, klass.teacher_id if klass is not None else None)
     return row
 
 
@@ -166,7 +168,7 @@ async def load_controlled_session(db_session: Any, actor: Principal, session_id:
 SESSIONS: Final = RawTable(Session)
 REVISIONS: Final = RawTable(SessionRevision)
 LESSONS: Final = RawTable(Lesson)
-CLASSES: Final = RawTable(Class)
+_TEACHER_SQL: Final = "SELECT teacher_id FROM classes WHERE id = ?"
 _PLAN_SQL: Final = (
     "SELECT lesson_id FROM session_lessons"
     " WHERE session_id = ? AND deleted_at IS NULL ORDER BY position"
@@ -177,7 +179,8 @@ def _controlled_session_raw(conn: sqlite3.Connection, actor: Principal, session_
     """`load_controlled_session` on the hot write lane."""
     row = _visible(actor, SESSIONS.get(conn, session_id))
     if actor.role != Role.admin:
-        _check_teacher(actor, CLASSES.get(conn, row.class_id))
+        found = conn.execute(_TEACHER_SQL, (row.class_id,)).fetchone()
+        _check_teacher(actor, found[0] if found is not None else None)
     return row
 
 

@@ -106,7 +106,8 @@ class RawTable(Generic[M]):
         self._insert = f"INSERT INTO {self.name} ({names}) VALUES ({marks})"
         self._updates: dict[tuple[str, ...], str] = {}
 
-    def _db_value(self, key: str, value: Any) -> Any:
+    def bind(self, key: str, value: Any) -> Any:
+        """`value` of column `key` as sqlite3 takes it (the model's bind processor)."""
         convert = self._to_db[key]
         return value if convert is None or value is None else convert(value)
 
@@ -156,7 +157,7 @@ class RawTable(Generic[M]):
                 yield key, default(None) if callable(default) else default
 
     def _bound(self, values: Mapping[str, Any]) -> list[Any]:
-        return [self._db_value(key, values.get(key)) for key in self.keys]
+        return [self.bind(key, values.get(key)) for key in self.keys]
 
     def update(self, conn: sqlite3.Connection, row: M, before: Mapping[str, Any]) -> bool:
         """Write the columns that differ from `before` (and stamp `onupdate` columns);
@@ -173,7 +174,7 @@ class RawTable(Generic[M]):
         if sql is None:
             sets = ", ".join(f"{self._column[k]} = ?" for k in shape)
             sql = self._updates[shape] = f"UPDATE {self.name} SET {sets}{self._where_pk}"
-        params = [self._db_value(k, _value(row, k)) for k in shape]
+        params = [self.bind(k, _value(row, k)) for k in shape]
         conn.execute(sql, [*params, _value(row, self._pk_key)])
         return True
 
@@ -198,7 +199,7 @@ class RawTable(Generic[M]):
             f"INSERT INTO {self.name} ({names}) VALUES ",
             "(" + ", ".join("?" for _ in keys) + ")",
             f" ON CONFLICT ({target}) DO UPDATE SET {sets}",
-            [[self._db_value(k, row[k]) for k in keys] for row in rows],
+            [[self.bind(k, row[k]) for k in keys] for row in rows],
         )
 
     def set_column(self, conn: sqlite3.Connection, key: str, values: Mapping[Any, Any]) -> None:
@@ -209,9 +210,7 @@ class RawTable(Generic[M]):
         conn.executemany(
             f"UPDATE {self.name} SET {sets}{self._where_pk}",
             [
-                [self._db_value(key, value)]
-                + [self._db_value(k, v) for k, v in stamps.items()]
-                + [pk]
+                [self.bind(key, value)] + [self.bind(k, v) for k, v in stamps.items()] + [pk]
                 for pk, value in values.items()
             ],
         )

@@ -123,6 +123,16 @@ async def enqueue_many(s: AsyncSession, items: list[Item]) -> int:
 
 _OUTBOX: Final = RawTable(OutboxEntry)
 _SYNC_STATE: Final = RawTable(SyncState)
+# `next_versions` in one statement: creates the counter or advances it by the second parameter,
+# and answers the last version reserved.
+_ADVANCE_COUNTER_SQL: Final = (
+    "INSERT INTO sync_state (name, value, updated_at) VALUES (?, json_object('n', ?), ?)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " value = json_object('n', coalesce(json_extract(sync_state.value, '$.n'), 0)"
+    " + json_extract(excluded.value, '$.n')),"
+    " updated_at = excluded.updated_at"
+    " RETURNING json_extract(value, '$.n')"
+)
 
 
 def enqueue_raw(conn: sqlite3.Connection, items: list[Item]) -> int:
@@ -130,21 +140,9 @@ def enqueue_raw(conn: sqlite3.Connection, items: list[Item]) -> int:
     newest = _newest(items)
     if not newest:
         return 0
-    counter = _SYNC_STATE.get(conn, VERSION_COUNTER)
-    first = (int(counter.value.get("n", 0)) if counter is not None else 0) + 1
-    _SYNC_STATE.upsert(
-        conn,
-        [
-            {
-                "name": VERSION_COUNTER,
-                "value": {"n": first + len(newest) - 1},
-                "updated_at": utcnow(),
-            }
-        ],
-        conflict=("name",),
-        update=("value", "updated_at"),
-    )
-    rows = _outbox_rows(newest, first)
+    stamp = _SYNC_STATE.bind("updated_at", utcnow())
+    (last,) = conn.execute(_ADVANCE_COUNTER_SQL, (VERSION_COUNTER, len(newest), stamp)).fetchone()
+    rows = _outbox_rows(newest, int(last) - len(newest) + 1)
     _OUTBOX.upsert(conn, rows, conflict=_CONFLICT, update=_REPLACED)
     return len(rows)
 
