@@ -56,7 +56,7 @@ def execute_rows(
         conn.execute(sql, [value for row in rows[at : at + size] for value in row])
 
 
-def _value(row: Base, key: str) -> Any:
+def column_value(row: Base, key: str) -> Any:
     """A column's value: straight from the instance's dict, where the ORM keeps loaded and
     assigned values (an instrumented attribute read costs several times more); an attribute
     the ORM has not loaded (expired, deferred) goes through the attribute."""
@@ -105,6 +105,7 @@ class RawTable(Generic[M]):
         marks = ", ".join("?" for _ in self.keys)
         self._insert = f"INSERT INTO {self.name} ({names}) VALUES ({marks})"
         self._updates: dict[tuple[str, ...], str] = {}
+        self._upserts: dict[tuple[tuple[str, ...], ...], tuple[str, str, str]] = {}
 
     def bind(self, key: str, value: Any) -> Any:
         """`value` of column `key` as sqlite3 takes it (the model's bind processor)."""
@@ -133,12 +134,12 @@ class RawTable(Generic[M]):
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""
-        return {key: _value(row, key) for key in self.keys}
+        return {key: column_value(row, key) for key in self.keys}
 
     def insert(self, conn: sqlite3.Connection, row: M) -> None:
         """Insert a new row; unset columns take the model's Python-side defaults (as the ORM
         would), and those are written back into `row`."""
-        values = {key: _value(row, key) for key in self.keys}
+        values = {key: column_value(row, key) for key in self.keys}
         for key, value in self._default_values(values):
             setattr(row, key, value)
             values[key] = value
@@ -162,7 +163,7 @@ class RawTable(Generic[M]):
     def update(self, conn: sqlite3.Connection, row: M, before: Mapping[str, Any]) -> bool:
         """Write the columns that differ from `before` (and stamp `onupdate` columns);
         False when nothing changed."""
-        changed = [k for k in self.keys if _value(row, k) != before[k]]
+        changed = [k for k in self.keys if column_value(row, k) != before[k]]
         if not changed:
             return False
         for key, stamp in self._onupdate.items():
@@ -174,8 +175,8 @@ class RawTable(Generic[M]):
         if sql is None:
             sets = ", ".join(f"{self._column[k]} = ?" for k in shape)
             sql = self._updates[shape] = f"UPDATE {self.name} SET {sets}{self._where_pk}"
-        params = [self.bind(k, _value(row, k)) for k in shape]
-        conn.execute(sql, [*params, _value(row, self._pk_key)])
+        params = [self.bind(k, column_value(row, k)) for k in shape]
+        conn.execute(sql, [*params, column_value(row, self._pk_key)])
         return True
 
     def upsert(
@@ -191,16 +192,18 @@ class RawTable(Generic[M]):
         if not rows:
             return
         keys = tuple(rows[0])
-        names = ", ".join(self._column[k] for k in keys)
-        target = ", ".join(self._column[k] for k in conflict)
-        sets = ", ".join(f"{self._column[k]} = excluded.{self._column[k]}" for k in update)
-        execute_rows(
-            conn,
-            f"INSERT INTO {self.name} ({names}) VALUES ",
-            "(" + ", ".join("?" for _ in keys) + ")",
-            f" ON CONFLICT ({target}) DO UPDATE SET {sets}",
-            [[self.bind(k, row[k]) for k in keys] for row in rows],
-        )
+        shape = (keys, conflict, update)
+        statement = self._upserts.get(shape)
+        if statement is None:
+            names = ", ".join(self._column[k] for k in keys)
+            target = ", ".join(self._column[k] for k in conflict)
+            sets = ", ".join(f"{self._column[k]} = excluded.{self._column[k]}" for k in update)
+            statement = self._upserts[shape] = (
+                f"INSERT INTO {self.name} ({names}) VALUES ",
+                "(" + ", ".join("?" for _ in keys) + ")",
+                f" ON CONFLICT ({target}) DO UPDATE SET {sets}",
+            )
+        execute_rows(conn, *statement, [[self.bind(k, row[k]) for k in keys] for row in rows])
 
     def set_column(self, conn: sqlite3.Connection, key: str, values: Mapping[Any, Any]) -> None:
         """Set one column of many rows ({primary key: value}), stamping `onupdate` columns."""

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
-from vrlms_edge.store.raw import RawTable
+from vrlms_edge.store.raw import RawTable, column_value
 
 # SyncState row holding the last version handed out.
 VERSION_COUNTER: Final = "outbox_version"
@@ -59,7 +59,7 @@ def _column_keys(model: type[Base]) -> tuple[str, ...]:
 
 def row_payload(row: Base) -> dict[str, Any]:
     """Every column of a model row, JSON-ready (the payload format the org server expects)."""
-    return {key: jsonable(getattr(row, key)) for key in _column_keys(type(row))}
+    return {key: jsonable(column_value(row, key)) for key in _column_keys(type(row))}
 
 
 async def next_versions(s: AsyncSession, count: int) -> int:
