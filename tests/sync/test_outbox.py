@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from vrlms_edge.store import migrate
@@ -13,27 +15,47 @@ from vrlms_edge.store.models import Org, OutboxEntry, SyncState
 from vrlms_edge.sync.outbox import VERSION_COUNTER, enqueue, enqueue_raw
 
 
-async def test_enqueue_replaces_payload_and_bumps_version(tmp_path: Path) -> None:
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated box database with org o1."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'box.sqlite3'}"
     await asyncio.to_thread(migrate.upgrade, url, tmp_path / "box.sqlite3")
-    db = Database(url)
+    database = Database(url)
     try:
-        async with db.write() as s:
+        async with database.write() as s:
             s.add(Org(id="o1", slug="o1", name="O"))
-        async with db.write() as s:
-            await enqueue(s, "o1", "results", "r1", {"score": 1})
-            await enqueue(s, "o1", "results", "r2", {"score": 5})
-        v1, other = await _versions(db, "r1"), await _versions(db, "r2")
-        async with db.write() as s:
-            await enqueue(s, "o1", "results", "r1", {"score": 2})
-        v2 = await _versions(db, "r1")
-        assert v1 < other < v2
-        async with db.read() as s:
-            rows = (await s.execute(select(OutboxEntry).order_by(OutboxEntry.entity_id))).scalars()
-            got = [(r.entity_id, r.version, r.payload) for r in rows]
-        assert got == [("r1", v2, {"score": 2}), ("r2", other, {"score": 5})]
+        yield database
     finally:
-        await db.dispose()
+        await database.dispose()
+
+
+async def test_enqueue_replaces_payload_and_bumps_version(db: Database) -> None:
+    async with db.write() as s:
+        await enqueue(s, "o1", "results", "r1", {"score": 1})
+        await enqueue(s, "o1", "results", "r2", {"score": 5})
+    v1, other = await _versions(db, "r1"), await _versions(db, "r2")
+    async with db.write() as s:
+        await enqueue(s, "o1", "results", "r1", {"score": 2})
+    v2 = await _versions(db, "r1")
+    assert v1 < other < v2
+    async with db.read() as s:
+        rows = (await s.execute(select(OutboxEntry).order_by(OutboxEntry.entity_id))).scalars()
+        got = [(r.entity_id, r.version, r.payload) for r in rows]
+    assert got == [("r1", v2, {"score": 2}), ("r2", other, {"score": 5})]
+
+
+async def test_the_hot_lane_and_the_orm_draw_versions_from_one_counter(db: Database) -> None:
+    # The raw lane creates the counter when it is the first...
+    two = [("o1", "results", "a", {"n": 1}), ("o1", "results", "b", {"n": 1})]
+    assert await db.write_raw(lambda conn: enqueue_raw(conn, two)) == 2
+    async with db.write() as s:
+        await enqueue(s, "o1", "results", "c", {"n": 1})
+    # ...and continues from what the ORM reserved.
+    await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "results", "a", {"n": 2})]))
+    assert [await _versions(db, key) for key in ("b", "c", "a")] == [2, 3, 4]
+    async with db.read() as s:
+        counter = await s.get(SyncState, VERSION_COUNTER)
+    assert counter is not None and counter.value == {"n": 4}
 
 
 async def _versions(db: Database, entity_id: str) -> int:
@@ -42,26 +64,3 @@ async def _versions(db: Database, entity_id: str) -> int:
             await s.execute(select(OutboxEntry).where(OutboxEntry.entity_id == entity_id))
         ).scalar_one()
         return row.version
-
-
-async def test_the_hot_lane_and_the_orm_draw_versions_from_one_counter(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'box.sqlite3'}"
-    await asyncio.to_thread(migrate.upgrade, url, tmp_path / "box.sqlite3")
-    db = Database(url)
-    try:
-        async with db.write() as s:
-            s.add(Org(id="o1", slug="o1", name="O"))
-        # The raw lane creates the counter when it is the first...
-        two = [("o1", "results", "a", {"n": 1}), ("o1", "results", "b", {"n": 1})]
-        assert await db.write_raw(lambda conn: enqueue_raw(conn, two)) == 2
-        async with db.write() as s:
-            await enqueue(s, "o1", "results", "c", {"n": 1})
-        # ...and continues from what the ORM reserved.
-        await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "results", "a", {"n": 2})]))
-        versions = [await _versions(db, key) for key in ("b", "c", "a")]
-        assert versions == [2, 3, 4]
-        async with db.read() as s:
-            counter = await s.get(SyncState, VERSION_COUNTER)
-        assert counter is not None and counter.value == {"n": 4}
-    finally:
-        await db.dispose()

@@ -151,7 +151,7 @@ def _check_teacher(actor: Principal, teacher_id: str | None) -> None:
     """`teacher_id`: the session's class's teacher (None: no class, or nobody teaches it)."""
     if actor.role == Role.admin:
         return
-    if teacher_id is None or teacher_id != actor.user_id:
+    if teacher_id != actor.user_id:
         raise forbidden("this session belongs to another teacher's class", "not_your_class")
 
 
