@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -169,8 +169,8 @@ class Hub:
         # member's state took to reach its socket (the box's own share of a start's delay).
         self._lead_asked: dict[str, float] = {}
         self.send_lags_s: deque[tuple[float, float]] = deque(maxlen=LAG_SAMPLES)  # (at, lag)
-        self._rtt_p95: dict[str, tuple[float, float]] = {}  # class_id -> (computed at, p95 s)
-        self._lag_p99: tuple[float, float] = (-math.inf, 0.0)  # (computed at, p99 s)
+        # ("rtt", class_id) or "lag" -> (computed at, seconds): see _lead_term
+        self._lead_terms: dict[Hashable, tuple[float, float]] = {}
         self.connections: set[Connection] = set()
         self.attendance: AttendanceLog | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -221,31 +221,35 @@ class Hub:
         return max(floor, min(cap, lead))
 
     def _lag_p99_s(self) -> float:
-        """p99 of the box's command-to-socket lags of the last LAG_WINDOW_S, recomputed at
-        most every LEAD_TERMS_TTL_S."""
-        now = self._clock.monotonic()
-        computed_at, p99 = self._lag_p99
-        if now - computed_at < LEAD_TERMS_TTL_S:
-            return p99
-        recent = now - LAG_WINDOW_S
-        lags = [lag for at, lag in self.send_lags_s if at >= recent]
-        p99 = percentile(lags, 0.99) if lags else 0.0
-        self._lag_p99 = (now, p99)
-        return p99
+        """p99 of the box's command-to-socket lags of the last LAG_WINDOW_S."""
+
+        def compute(now: float) -> float:
+            lags = [lag for at, lag in self.send_lags_s if at >= now - LAG_WINDOW_S]
+            return percentile(lags, 0.99) if lags else 0.0
+
+        return self._lead_term("lag", compute)
 
     def _rtt_p95_s(self, class_id: str) -> float:
         """p95 of the round trips of a class's members (all connections for a class nobody
-        follows), recomputed at most every LEAD_TERMS_TTL_S."""
+        follows)."""
+
+        def compute(now: float) -> float:
+            room = self._rooms.get(class_id)
+            conns: Iterable[Connection] = room.members if room is not None else self.connections
+            samples = [rtt for conn in conns for rtt in conn.rtt_s]
+            return percentile(samples, 0.95) if samples else 0.0
+
+        return self._lead_term(("rtt", class_id), compute)
+
+    def _lead_term(self, key: Hashable, compute: Callable[[float], float]) -> float:
+        """`compute(now)`, reused for LEAD_TERMS_TTL_S."""
         now = self._clock.monotonic()
-        cached = self._rtt_p95.get(class_id)
+        cached = self._lead_terms.get(key)
         if cached is not None and now - cached[0] < LEAD_TERMS_TTL_S:
             return cached[1]
-        room = self._rooms.get(class_id)
-        conns: Iterable[Connection] = room.members if room is not None else self.connections
-        samples = [rtt for conn in conns for rtt in conn.rtt_s]
-        p95 = percentile(samples, 0.95) if samples else 0.0
-        self._rtt_p95[class_id] = (now, p95)
-        return p95
+        value = compute(now)
+        self._lead_terms[key] = (now, value)
+        return value
 
     def publish(self, org_id: str, class_id: str, state: SessionState) -> None:
         room = self._room(org_id, class_id)
