@@ -56,6 +56,12 @@ def execute_rows(
         conn.execute(sql, [value for row in rows[at : at + size] for value in row])
 
 
+@functools.cache
+def column_keys(model: type[Base]) -> tuple[str, ...]:
+    """The attribute names of a model's columns, in mapper order."""
+    return tuple(attr.key for attr in inspect(model).column_attrs)
+
+
 def column_value(row: Base, key: str) -> Any:
     """A column's value: straight from the instance's dict, where the ORM keeps loaded and
     assigned values (an instrumented attribute read costs several times more); an attribute
@@ -74,7 +80,7 @@ class RawTable(Generic[M]):
         self._new_instance = cast(Callable[[], M], mapper.class_manager.new_instance)
         self.name: str = model.__tablename__
         attrs = list(mapper.column_attrs)
-        self.keys: tuple[str, ...] = tuple(a.key for a in attrs)
+        self.keys = column_keys(model)
         columns = [a.columns[0] for a in attrs]
         self._column = {a.key: c.name for a, c in zip(attrs, columns, strict=True)}
         self._to_db: dict[str, Processor] = {

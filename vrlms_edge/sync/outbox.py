@@ -13,7 +13,6 @@ the data can never disagree after a crash.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -21,12 +20,11 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
-from vrlms_edge.store.raw import RawTable, column_value
+from vrlms_edge.store.raw import RawTable, column_keys, column_value
 
 # SyncState row holding the last version handed out.
 VERSION_COUNTER: Final = "outbox_version"
@@ -52,14 +50,9 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-@functools.cache
-def _column_keys(model: type[Base]) -> tuple[str, ...]:
-    return tuple(attr.key for attr in inspect(model).column_attrs)
-
-
 def row_payload(row: Base) -> dict[str, Any]:
     """Every column of a model row, JSON-ready (the payload format the org server expects)."""
-    return {key: jsonable(column_value(row, key)) for key in _column_keys(type(row))}
+    return {key: jsonable(column_value(row, key)) for key in column_keys(type(row))}
 
 
 async def next_versions(s: AsyncSession, count: int) -> int:
