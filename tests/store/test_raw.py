@@ -194,6 +194,10 @@ async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
         return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
     assert await database.write_raw(autocheckpoint) == 0
+    # The checkpoint lane waits behind this gate until all writes are in, however slow the
+    # disk: then exactly one checkpoint sees the whole WAL.
+    gate = threading.Event()
+    gated = database._raw_call(database._checkpointer, lambda _conn: gate.wait(10))
     # About 1,500 pages of 4 KiB: past SQLite's default autocheckpoint of 1,000 pages.
     for batch in range(15):
         rows = [
@@ -203,6 +207,9 @@ async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
         await database.write_raw(
             lambda conn, rows=rows: STATE.upsert(conn, rows, conflict=("name",), update=("value",))
         )
+    assert database.last_checkpoint is None
+    gate.set()
+    assert await gated
     await eventually(lambda: database.last_checkpoint is not None, 5)
     assert database.last_checkpoint is not None
     wal_frames, copied = database.last_checkpoint
