@@ -4,7 +4,7 @@ one broadcast path for REST-style domain calls and WS commands."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +17,7 @@ from tests.live.support import DelayProxy, eventually, raw_websocket, receive_js
 from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import Action, Change, change_state, state_of
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, HUB, SETTINGS
+from vrlms_edge.live import hub as hub_module
 from vrlms_edge.live.hub import percentile
 from vrlms_edge.store.models import Role, Session
 
@@ -157,3 +158,43 @@ async def test_lead_covers_the_boxs_own_lag(box: RunningBox) -> None:
         await eventually(lambda: len(hub.send_lags_s) == 1, 2)
         assert hub.send_lags_s[0][1] >= 0.4
         assert hub.current_lead_ms(room.session.id) >= 400
+
+
+async def test_a_command_takes_stale_lead_terms_as_they_are_and_they_refresh_after_publish(
+    box: RunningBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sorting the room's round trips and the box's lags is never part of a command past the
+    first: a command answers the terms it has (up to LEAD_TERMS_STALE_S old) and the publish
+    that ends it schedules the recompute."""
+    room = await make_classroom(box.app[DB], box.app[CLOCK], 1)
+    hub = box.app[HUB]
+    computed: list[float] = []
+
+    def counted(values: Iterable[float], q: float) -> float:
+        computed.append(q)
+        return percentile(values, q)
+
+    monkeypatch.setattr(hub_module, "percentile", counted)
+    monkeypatch.setattr(hub_module, "LEAD_TERMS_TTL_S", 0.05)
+    async with box.http.ws_connect(f"/websocket/?token={room.headsets[0].token}") as ws:
+        await receive_json(ws)
+        await eventually(lambda: any(c.rtt_s for c in hub.connections), 5)
+        hub.lead_ms(room.session.id)  # the first command computes both terms
+        assert sorted(computed) == [0.95]  # (no lag measured yet: nothing to sort)
+        computed.clear()
+        await asyncio.sleep(0.1)  # both terms are now older than the TTL
+        hub.lead_ms(room.session.id)
+        assert computed == []
+        async with box.app[DB].read() as s:
+            row = await s.get(Session, room.session.id)
+            assert row is not None
+            state = await state_of(s, row)
+        state.rev += 1
+        hub.publish(room.org.id, room.klass.id, state)
+        assert computed == []  # not inside the publish either...
+        await eventually(lambda: computed != [], 2)  # ...but right after it
+        assert 0.95 in computed and 0.99 in computed
+        await asyncio.sleep(0.1)
+        computed.clear()
+        hub.current_lead_ms(room.session.id)  # the live picture wants fresh terms: computed
+        assert 0.95 in computed
