@@ -259,6 +259,16 @@ W2_PATHS = (
 )
 
 
+def pinning(cores: dict[str, list[int]] | None) -> str:
+    if not cores:
+        return ", both floating over all cores"
+    return (
+        f"; workloads with one generator process (N ≤ 100, W3, W4, W6) run with the server side "
+        f"pinned to core {','.join(map(str, cores['server']))} and the generator to "
+        f"{','.join(map(str, cores['generator']))}, bigger ones float over all cores"
+    )
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res.get("machine_before", {})
     loaded = (m.get("loadavg") or [0])[0] > 1.5
@@ -272,10 +282,12 @@ def markdown(res: dict[str, Any]) -> str:
             if loaded
             else "."
         ),
-        "The load generator runs on the same cores as the server (one process hosts the teacher "
-        "and measures, headsets in 1-2 more processes); the floor row shows what the generator "
-        "and aiohttp alone cost. Latency: command sent → `state` received at each headset, "
-        "same monotonic clock; `lost` = a headset never got that state nor a newer one within "
+        "The load generator runs on the same machine as the server (one process hosts the "
+        "teacher and measures, headsets in 1-2 more processes)"
+        + pinning(res.get("cores"))
+        + "; the floor row shows what the generator and aiohttp alone cost. Latency: command "
+        "sent → `state` received at each headset, same monotonic clock; `lost` = a headset "
+        "never got that state nor a newer one within "
         f"{num(res['plan'].get('drain_s', 10.0), 0)} s of the last command, "
         "`sup.` = skipped because a newer state superseded it (the "
         "box coalesces a backlog per connection; the newest rev always arrives). "

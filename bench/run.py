@@ -9,6 +9,10 @@ the README's Benchmarks table.
 
 Every server is started here on a free loopback port and stopped before the next one starts,
 so targets never compete with each other; the generator shares the machine's cores with them.
+A class-sized workload (one generator process, well under a core) runs with the server side
+(with the peer's redis-server) pinned to the first core and the generator to the others, so
+neither preempts the other; bigger loads need more than one generator core and all float
+(`--no-pin`: always float).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import loadgen, report
 
@@ -92,6 +96,48 @@ def running(cmd: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+class Cores(NamedTuple):
+    """Where the servers under test run and where the load generator runs."""
+
+    server: set[int]
+    generator: set[int]
+
+
+def split_cores(pin: bool) -> Cores | None:
+    """The first core for the servers, the rest for the generator; None when not pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None
+    return Cores(set(cpus[:1]), set(cpus[1:]))
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` on `cpus` (threads it starts later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task), cpus)
+
+
+@contextlib.contextmanager
+def placed(target: dict[str, Any], cores: Cores | None, procs: int) -> Iterator[None]:
+    """The server side and this process (and the headset workers it spawns) on their own
+    cores for a one-generator-process workload; otherwise everything floats."""
+    if cores is None or procs > 1:
+        yield
+        return
+    every = cores.server | cores.generator
+    for pid in target["pids"].values():
+        set_affinity(pid, cores.server)
+    os.sched_setaffinity(0, cores.generator)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, every)
+        for pid in target["pids"].values():
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                set_affinity(pid, every)
 
 
 def ensure_peer_venv() -> Path:
@@ -301,8 +347,17 @@ def procs_for(n: int) -> int:
     return 1 if n <= 100 else 2
 
 
-def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[str, Any]:
+def bench_target(
+    name: str, p: dict[str, Any], workdir: Path, cores: Cores | None, log: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {"w1": {}}
+
+    def workload(workload: str, n: int, procs: int, **opts: Any) -> dict[str, Any]:
+        with placed(target, cores, procs):
+            result = loadgen.run_workload(target, workload, n, procs, **opts)
+        result["pinned"] = cores is not None and procs == 1
+        return result
+
     students = max(p["sizes"] + [p["w5_n"], p["w6_n"]]) + 2
     t0 = time.monotonic()
     with start_target(name, students, workdir) as target:
@@ -318,7 +373,7 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
                     capacity_rates=p["capacity_rates"], capacity_step_s=p["capacity_step_s"]
                 )
             settle(target)
-            r = loadgen.run_workload(target, "w1", n, procs_for(n), **opts)
+            r = workload("w1", n, procs_for(n), **opts)
             out["w1"][str(n)] = r
             f = r["fanout"]
             log(
@@ -327,14 +382,11 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
             )
         if name in p["extras"]:
             out.setdefault("settle_s", []).append(settle(target))
-            out["w3"] = loadgen.run_workload(
-                target, "w3", 30, 1, commands=p["w3_commands"], rate=10.0
-            )
+            out["w3"] = workload("w3", 30, 1, commands=p["w3_commands"], rate=10.0)
             log(f"{name} W3: p99 {out['w3']['p99_ms']} ms")
             cutoff_wait = 25.0 if name == "box" else 2.0
             out.setdefault("settle_s", []).append(settle(target))
-            out["w4"] = loadgen.run_workload(
-                target,
+            out["w4"] = workload(
                 "w4",
                 30,
                 1,
@@ -349,10 +401,9 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
                 f"cut {w4['stalled_cut_off_after_s']}"
             )
             out.setdefault("settle_s", []).append(settle(target))
-            out["w6"] = loadgen.run_workload(target, "w6", p["w6_n"], 1, trials=p["w6_trials"])
+            out["w6"] = workload("w6", p["w6_n"], 1, trials=p["w6_trials"])
             with delay_proxy(target["port"]) as proxy_port:
-                out["w6_proxy"] = loadgen.run_workload(
-                    target,
+                out["w6_proxy"] = workload(
                     "w6",
                     p["w6_n"],
                     1,
@@ -366,7 +417,7 @@ def bench_target(name: str, p: dict[str, Any], workdir: Path, log: Any) -> dict[
             )
         if name in p["w5_targets"]:
             out.setdefault("settle_s", []).append(settle(target))
-            out["w5"] = loadgen.run_workload(target, "w5", p["w5_n"], procs_for(p["w5_n"]))
+            out["w5"] = workload("w5", p["w5_n"], procs_for(p["w5_n"]))
             log(f"{name} W5: all have state after {out['w5']['all_have_state_s']} s")
     out["wall_s"] = round(time.monotonic() - t0, 1)
     return out
@@ -483,6 +534,9 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma list of W1 sizes (default 30,100,300,1000)")
     parser.add_argument("--w1-only", action="store_true", help="skip W3-W6 (trials)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="servers and generator float over all cores"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
@@ -492,6 +546,7 @@ def main() -> None:
         p["sizes_by_target"] = {}
     if args.w1_only:
         p["extras"] = p["w5_targets"] = ()
+    cores = split_cores(not args.no_pin)
     started = time.monotonic()
 
     def log(msg: str) -> None:
@@ -504,6 +559,7 @@ def main() -> None:
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "mode": "full" if args.full else "quick",
         "plan": p,
+        "cores": {k: sorted(v) for k, v in cores._asdict().items()} if cores else None,
         "machine_before": machine(),
         "peer_versions": versions(PEER_VENV / "bin" / "python") if PEER_VENV.exists() else {},
         "targets": {},
@@ -514,7 +570,7 @@ def main() -> None:
             workdir.mkdir()
             results.setdefault("idle_waits_s", {})[name] = machine_idle()
             try:
-                results["targets"][name] = bench_target(name, p, workdir, log)
+                results["targets"][name] = bench_target(name, p, workdir, cores, log)
             except Exception as exc:  # one target failing must not lose the others' figures
                 log(f"{name} FAILED: {exc!r}")
                 results["targets"][name] = {"error": repr(exc)}
