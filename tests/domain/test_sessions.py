@@ -21,7 +21,7 @@ from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import Action, Change, NewSession, NoBroadcast, SessionState
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
-from vrlms_edge.store.models import Role, SessionRevision, User
+from vrlms_edge.store.models import Lesson, Role, SessionRevision, User
 
 
 def principal(user: User) -> Principal:
@@ -95,6 +95,35 @@ async def test_transitions_and_anchor(box: RunningBox) -> None:
     assert attention.attention.on and attention.attention.message == "Look here"
     assert attention.status == "playing"
     assert [s.rev for s in rec.published] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_state_carries_its_lesson_as_edited_last(box: RunningBox) -> None:
+    """A command's state states the lesson as it is now (the command path keeps lesson refs
+    by their columns: an edit is a new ref, never an old one served again)."""
+    db, clock = box.app[DB], box.app[CLOCK]
+    world = await make_org(db)
+    lesson = world.lessons[0]
+    sid = await new_session(box, world, lesson_ids=[lesson.id])
+
+    async def seek(position_ms: int) -> SessionState:
+        change = Change(action=Action.seek, position_ms=position_ms)
+        return await sessions.change_state(
+            db, clock, Recorder(), principal(world.teacher), sid, change
+        )
+
+    await sessions.change_state(
+        db, clock, Recorder(), principal(world.teacher), sid, Change(action=Action.play)
+    )
+    first = (await seek(1000)).lesson
+    assert first is not None and first.title == lesson.title
+    async with db.write() as s:
+        row = await s.get(Lesson, lesson.id)
+        assert row is not None
+        row.title, row.launch, row.duration_s = "Renamed", {"scene": "b"}, 42
+    edited = (await seek(2000)).lesson
+    assert edited is not None
+    assert (edited.title, edited.launch, edited.duration_s) == ("Renamed", {"scene": "b"}, 42)
+    assert first.title == lesson.title  # the earlier state's ref is untouched
 
 
 async def test_no_lesson_and_scope(box: RunningBox) -> None:

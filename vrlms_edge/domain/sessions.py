@@ -167,7 +167,6 @@ async def load_controlled_session(db_session: Any, actor: Principal, session_id:
 # The command path's rows on the hot write lane (store/raw.py).
 SESSIONS: Final = RawTable(Session)
 REVISIONS: Final = RawTable(SessionRevision)
-LESSONS: Final = RawTable(Lesson)
 _TEACHER_SQL: Final = "SELECT teacher_id FROM classes WHERE id = ?"
 _PLAN_SQL: Final = (
     "SELECT lesson_id FROM session_lessons"
@@ -188,13 +187,43 @@ def _plan_raw(conn: sqlite3.Connection, session_id: str) -> list[str]:
     return [lesson_id for (lesson_id,) in conn.execute(_PLAN_SQL, (session_id,))]
 
 
-def state_from(row: Session, lesson: Lesson | None) -> SessionState:
+_LESSON_REF_SQL: Final = (
+    "SELECT id, title, apk_package, launch, duration_s FROM lessons WHERE id = ?"
+)
+# LessonRefs by the columns they were made of: every command states its lesson, and building
+# a model row and its ref (the launch JSON decoded) cost more than reading the columns.
+# Shared by the states that carry them, never changed.
+_lesson_refs: dict[tuple[Any, ...], LessonRef] = {}
+_LESSON_REFS_MAX: Final = 256
+
+
+def lesson_ref_raw(conn: sqlite3.Connection, lesson_id: str) -> LessonRef | None:
+    """`lesson_ref` of a lesson, read on a raw lane (store/raw.py)."""
+    found = conn.execute(_LESSON_REF_SQL, (lesson_id,)).fetchone()
+    if found is None:
+        return None
+    ref = _lesson_refs.get(found)
+    if ref is None:
+        if len(_lesson_refs) >= _LESSON_REFS_MAX:
+            _lesson_refs.clear()
+        id_, title, apk_package, launch, duration_s = found
+        ref = _lesson_refs[found] = LessonRef(
+            id=id_,
+            title=title,
+            apk_package=apk_package,
+            launch=(msgspec.json.decode(launch) if launch is not None else None) or {},
+            duration_s=duration_s,
+        )
+    return ref
+
+
+def state_from(row: Session, lesson: LessonRef | None) -> SessionState:
     """The `state` message of a session row (`lesson`: the row's current lesson)."""
     return SessionState(
         session_id=row.id,
         rev=row.rev,
         status=SessionStatus(row.status).value,
-        lesson=lesson_ref(lesson) if lesson is not None else None,
+        lesson=lesson,
         anchor_server_ms=row.anchor_server_ms,
         anchor_position_ms=row.anchor_position_ms,
         attention=Attention(on=row.attention_on, message=row.attention_message),
@@ -203,7 +232,7 @@ def state_from(row: Session, lesson: Lesson | None) -> SessionState:
 
 async def state_of(db_session: Any, row: Session) -> SessionState:
     lesson = await db_session.get(Lesson, row.lesson_id) if row.lesson_id else None
-    return state_from(row, lesson)
+    return state_from(row, lesson_ref(lesson) if lesson is not None else None)
 
 
 def _check_position(position_ms: int | None) -> None:
@@ -348,7 +377,7 @@ async def _commit_change(
         )
         # The org server gets the session's newest state with the same commit.
         enqueue_raw(conn, [(row.org_id, "sessions", row.id, row_payload(row))])
-        lesson = LESSONS.get(conn, row.lesson_id) if row.lesson_id else None
+        lesson = lesson_ref_raw(conn, row.lesson_id) if row.lesson_id else None
         return row, state_from(row, lesson)
 
     row, state = await db.write_raw(commit)

@@ -15,12 +15,18 @@ from typing import Final
 
 from vrlms_edge.domain.devices import device_admission
 from vrlms_edge.domain.principal import Principal
-from vrlms_edge.domain.sessions import LESSONS, SESSIONS, SessionState, state_from
+from vrlms_edge.domain.sessions import (
+    SESSIONS,
+    LessonRef,
+    SessionState,
+    lesson_ref_raw,
+    state_from,
+)
 from vrlms_edge.domain.tokens import principal_of, token_hash
 from vrlms_edge.errors import AppError
 from vrlms_edge.live.hub import Membership, RosterEntry
 from vrlms_edge.store.db import Database
-from vrlms_edge.store.models import AuthToken, Device, Lesson, Role, SessionStatus, User
+from vrlms_edge.store.models import AuthToken, Device, Role, SessionStatus, User
 from vrlms_edge.store.raw import RawTable
 
 # Sessions whose state a teacher's connection gets after `welcome`: the newest ones of their
@@ -111,11 +117,11 @@ def _membership(conn: sqlite3.Connection, principal: Principal) -> Membership:
             params = [*ids, SessionStatus.playing, SessionStatus.paused]
         else:
             where += f" ORDER BY updated_at DESC LIMIT {MAX_TEACHER_SESSIONS}"
-        lessons: dict[str, Lesson | None] = {}
+        lessons: dict[str, LessonRef | None] = {}
         for row in SESSIONS.where(conn, where, params):
             lesson_id = row.lesson_id
             if lesson_id is not None and lesson_id not in lessons:
-                lessons[lesson_id] = LESSONS.get(conn, lesson_id)
+                lessons[lesson_id] = lesson_ref_raw(conn, lesson_id)
             lesson = lessons.get(lesson_id) if lesson_id is not None else None
             states.append((row.class_id, state_from(row, lesson)))
     return Membership(org_id=principal.org_id, class_ids=class_ids, roster=roster, states=states)
