@@ -5,6 +5,7 @@ roll back and queue behind ORM writes like any other."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from tests.live.support import eventually
 from vrlms_edge.domain import roster
@@ -216,6 +218,50 @@ async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
     assert wal_frames > 1000 and copied == wal_frames  # one checkpoint took all of it
     async with database.read() as s:
         assert (await s.get(SyncState, "r14-99")) is not None
+
+    def wal_frames_now() -> int:
+        with contextlib.closing(sqlite3.connect(make_url(database.url).database or "")) as conn:
+            return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    # The checkpoint task started the WAL over with a one-page commit of its own (the next
+    # command need not write and fsync a new WAL header).
+    await eventually(lambda: wal_frames_now() == 1, 5)
+
+
+def _touch(conn: sqlite3.Connection) -> None:
+    """One small raw write (a class's command, for the checkpoint's timing)."""
+    row = {"name": "touched", "value": {"at": time.monotonic()}, "updated_at": datetime.now(UTC)}
+    STATE.upsert(conn, [row], conflict=("name",), update=("value", "updated_at"))
+
+
+async def test_a_checkpoint_waits_for_a_pause_in_the_writes(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands at 20 Hz never leave the writer alone for CHECKPOINT_GAP_S: the checkpoint
+    (its copy and fsync) waits past its delay until they pause, however long that is within
+    CHECKPOINT_MAX_WAIT_S."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_DELAY_S", 0.05)
+    monkeypatch.setattr(db_module, "CHECKPOINT_GAP_S", 0.5)
+    monkeypatch.setattr(db_module, "CHECKPOINT_MAX_WAIT_S", 60.0)
+    for _ in range(20):  # a second of writes, 20 times the delay
+        await database.write_raw(_touch)
+        await asyncio.sleep(0.05)
+        assert database.last_checkpoint is None
+    await eventually(lambda: database.last_checkpoint is not None, 3)
+
+
+async def test_writes_that_never_pause_postpone_a_checkpoint_by_max_wait_at_most(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "CHECKPOINT_DELAY_S", 0.05)
+    monkeypatch.setattr(db_module, "CHECKPOINT_GAP_S", 60.0)  # no pause is ever long enough
+    monkeypatch.setattr(db_module, "CHECKPOINT_MAX_WAIT_S", 0.3)
+    for _ in range(60):  # 3 s of writes at most; the checkpoint is due after 0.35 s
+        await database.write_raw(_touch)
+        await asyncio.sleep(0.05)
+        if database.last_checkpoint is not None:
+            break
+    assert database.last_checkpoint is not None
 
 
 async def test_a_cancelled_caller_leaves_the_lanes_working_and_its_transaction_whole(

@@ -42,9 +42,13 @@ WRITER_CACHE_KIB: Final = 16 * 1024
 # The hot write lane never checkpoints the WAL itself. By default the commit that takes the WAL
 # past 1000 pages copies them into the database file and fsyncs it: 5 ms here (and far more on
 # a mini-PC's eMMC) inside one teacher command in every hundred or so, the slowest deliveries
-# of a lesson. A checkpoint thread does it instead, this long after a raw write, PASSIVE (it
-# never blocks the writer or a reader).
+# of a lesson. A checkpoint thread does it instead, PASSIVE (it never blocks the writer or a
+# reader): at least CHECKPOINT_DELAY_S after a write, in a pause of CHECKPOINT_GAP_S without
+# one, so that its copying and fsync fall between a class's commands rather than inside one;
+# writes that never pause postpone it by CHECKPOINT_MAX_WAIT_S at most.
 CHECKPOINT_DELAY_S: Final = 1.0
+CHECKPOINT_GAP_S: Final = 0.02
+CHECKPOINT_MAX_WAIT_S: Final = 2.0
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ class Database:
         self._raw_reader = _RawLane("sqlite-reader", "BEGIN")
         self._checkpointer = _RawLane("sqlite-checkpoint", None)
         self._checkpoint_due: asyncio.Task[None] | None = None
+        self._last_write_end = 0.0  # loop time
         # (frames in the WAL, frames of it now in the database file) after the last checkpoint
         self.last_checkpoint: tuple[int, int] | None = None
 
@@ -112,20 +117,38 @@ class Database:
             finally:
                 if not done.done():  # cancelled: keep the lock until the transaction ended
                     await asyncio.wait([done])
+                self._last_write_end = asyncio.get_running_loop().time()
                 if self._checkpoint_due is None:
                     self._checkpoint_due = asyncio.create_task(
                         self._checkpoint_later(), name="sqlite-checkpoint"
                     )
 
     async def _checkpoint_later(self) -> None:
-        """The WAL checkpoint the hot write lane leaves out (CHECKPOINT_DELAY_S), once for all
-        raw writes of that time."""
+        """The WAL checkpoint the hot write lane leaves out, once for all raw writes until it
+        runs (see CHECKPOINT_DELAY_S)."""
         try:
             await asyncio.sleep(CHECKPOINT_DELAY_S)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CHECKPOINT_MAX_WAIT_S
+            while (now := loop.time()) < deadline:
+                quiet = now - self._last_write_end
+                if quiet >= CHECKPOINT_GAP_S and not self._write_lock.locked():
+                    break
+                pause_ends = max(CHECKPOINT_GAP_S - quiet, CHECKPOINT_GAP_S / 4)
+                await asyncio.sleep(min(pause_ends, deadline - now))
         finally:
             self._checkpoint_due = None
         try:
-            self.last_checkpoint = await self._raw_call(self._checkpointer, _checkpoint)
+            self.last_checkpoint = wal_frames, copied = await self._raw_call(
+                self._checkpointer, _checkpoint
+            )
+            if copied == wal_frames:
+                # The first commit after a complete checkpoint starts the WAL over, writing
+                # and fsyncing its header (new salts must be on disk before frames follow):
+                # 0.5 ms inside whichever teacher command came next. A one-page commit here,
+                # in the same pause, pays it instead (and schedules no checkpoint).
+                async with self._write_lock:
+                    await self._raw_call(self._raw_writer, _restart_wal)
         except sqlite3.Error:  # retried after the next write; a busy database is no error
             log.warning("WAL checkpoint failed", exc_info=True)
 
@@ -175,6 +198,13 @@ def _apply_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
+
+
+def _restart_wal(conn: sqlite3.Connection) -> None:
+    """A commit that changes nothing but writes a page: the header's user_version, unused,
+    set to what it is."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    conn.execute(f"PRAGMA user_version = {int(version)}")
 
 
 def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
