@@ -7,8 +7,10 @@ target speaks the box's messages: `welcome`, `state`, teacher `command`, `time`,
 
 The coordinating process (the caller of `run_workload`) hosts the teacher and measures;
 headsets live in `procs` worker processes (multiprocessing, spawn). Latency is the send
-instant of a command to the receive instant of its `state` at each headset, both read from
-CLOCK_MONOTONIC, which every process on the machine shares. A command is a `seek` whose
+instant of a command to the receive instant of its `state` at each headset: when its bytes
+reached the headset's socket (the kernel's timestamp, see wsclient.py), both on
+CLOCK_MONOTONIC, which every process on the machine shares; `read_*` figures are to when the
+worker process read them instead. A command is a `seek` whose
 `position_ms` is unique in the run: that value comes back as the state's
 `anchor_position_ms` and pairs each delivery with its command.
 
@@ -135,7 +137,8 @@ class Worker:
     def __init__(self, conn: Connection, start_index: int, urls: list[str]) -> None:
         self.conn = conn
         self.headsets = [Headset(start_index + i, u) for i, u in enumerate(urls)]
-        self.receipts: list[tuple[int, int, float]] = []  # (headset, key, monotonic)
+        # (headset, key, arrived at its socket, read by this process): monotonic clock
+        self.receipts: list[tuple[int, int, float, float]] = []
         self.starts: list[tuple[int, int, float, float, float]] = []  # W6 play receipts
         self.count_from = 0
         self.count_to = -1
@@ -191,7 +194,7 @@ class Worker:
         return ok, len(done) - ok
 
     def on_frame(self, hs: Headset, data: bytes, now: float) -> None:
-        """One text frame at a headset; `now` is when its bytes reached this process."""
+        """One text frame at a headset; `now` is when its bytes reached the headset's socket."""
         try:
             frame = _decode_frame(data)
         except msgspec.DecodeError:  # ValidationError included
@@ -200,7 +203,7 @@ class Worker:
         kind = frame.type
         if kind == "state":
             key = int(frame.anchor_position_ms)
-            self.receipts.append((hs.index, key, now))
+            self.receipts.append((hs.index, key, now, hs.ws.read_at if hs.ws else now))
             if self.count_from <= key <= self.count_to:
                 self.counted += 1
             if frame.status == "playing":
@@ -328,7 +331,7 @@ class Worker:
             if op == "count":
                 self.count_from, self.count_to = req["first"], req["last"]
                 first, last = req["first"], req["last"]
-                self.counted = sum(1 for _, k, _ in self.receipts if first <= k <= last)
+                self.counted = sum(1 for _, k, _, _ in self.receipts if first <= k <= last)
                 self.conn.send(self.counted)
             elif op == "poll":
                 self.conn.send(self.counted)
@@ -602,11 +605,13 @@ class Coordinator:
         seen: set[tuple[int, int]] = set()
         newest: dict[int, int] = {}  # headset -> highest key of this train it received
         lat: list[float] = []
+        lat_read: list[float] = []  # to when this generator's process read them
         t_last_recv = t0
-        for hs, key, t in got["receipts"]:
+        for hs, key, t, t_read in got["receipts"]:
             if first <= key <= last and (hs, key) not in seen:
                 seen.add((hs, key))
                 lat.append((t - self.sent[key]) * 1000)
+                lat_read.append((t_read - self.sent[key]) * 1000)
                 t_last_recv = max(t_last_recv, t)
                 newest[hs] = max(newest.get(hs, key), key)
         # A state a headset never got although it got a newer one was superseded (a server
@@ -626,6 +631,8 @@ class Coordinator:
             "p50_ms": round(pctl(lat, 50), 2),
             "p99_ms": round(pctl(lat, 99), 2),
             "max_ms": round(max(lat), 2) if lat else None,
+            "read_p50_ms": round(pctl(lat_read, 50), 2),
+            "read_p99_ms": round(pctl(lat_read, 99), 2),
             "tail_after_last_command_s": round(t_last_recv - t_last_send, 3),
             "deliveries_per_s": round(len(lat) / span, 1) if span > 0 else None,
             "cpu_s": cpu,

@@ -67,7 +67,8 @@ def fanout_rows(res: dict[str, Any]) -> list[str]:
                 lost_cells.append("-")
                 continue
             f = r["fanout"]
-            cells.append(f"{num(f['p50_ms'])} / {num(f['p99_ms'])} / {num(f['max_ms'])}")
+            read = f" (read {num(f['read_p99_ms'])})" if "read_p99_ms" in f else ""
+            cells.append(f"{num(f['p50_ms'])} / {num(f['p99_ms'])} / {num(f['max_ms'])}{read}")
             cpu = f.get("cpu_s", {})
             cpu_text = num(cpu.get("server"), 2)
             if "redis" in cpu:
@@ -286,7 +287,9 @@ def markdown(res: dict[str, Any]) -> str:
         "teacher and measures, headsets in 1-2 more processes)"
         + pinning(res.get("cores"))
         + "; the floor row shows what the generator and aiohttp alone cost. Latency: command "
-        "sent → `state` received at each headset, same monotonic clock; `lost` = a headset "
+        "sent → `state` received at each headset, i.e. its bytes reached the headset's socket "
+        "(the kernel's receive timestamp), same clock; `(read …)` is the p99 to when the "
+        "generator's process read them, one socket after the other; `lost` = a headset "
         "never got that state nor a newer one within "
         f"{num(res['plan'].get('drain_s', 10.0), 0)} s of the last command, "
         "`sup.` = skipped because a newer state superseded it (the "

@@ -1,12 +1,16 @@
 """A lean RFC 6455 WebSocket client for the load generator's simulated headsets.
 
-The generator shares the machine's two cores with the server it measures, so its cost per
-received frame is part of every latency it reports. aiohttp's client spent about 90 µs of CPU
-per delivered `state` (one task wake-up, a queue and a message object per frame); this client
-parses frames straight in `data_received` and stamps each text frame with the instant its bytes
-reached the process, which is what "received" means for a headset. It speaks what the targets
-need and nothing more: one HTTP/1.1 upgrade without extensions, masked text frames out,
-text/binary/ping/close frames in (fragmented messages are reassembled), pong for every ping.
+The generator shares the machine's two cores with the server it measures. aiohttp's client
+spent about 90 µs of CPU per delivered `state` (one task wake-up, a queue and a message object
+per frame); this client reads its socket itself (`recvmsg` when the event loop finds it
+readable) and parses frames right there. Each text frame is stamped with the instant its bytes
+reached the headset's socket: the kernel's receive timestamp (SO_TIMESTAMPNS), read with the
+bytes. One generator process stands in for dozens of headsets and reads their sockets one after
+the other; a real headset has its own CPU, so when this process got round to a socket is not
+when that headset received its state (`read_at` is that instant, for who wants it). It speaks
+what the targets need and nothing more: one HTTP/1.1 upgrade without extensions, masked text
+frames out, text/binary/ping/close frames in (fragmented messages are reassembled), pong for
+every ping.
 
     client = await connect("ws://127.0.0.1:8080/websocket/?token=T", on_text)
     client.send_text('{"type":"time","id":1,"t0":0}')
@@ -19,14 +23,21 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Final
 from urllib.parse import urlsplit
 
-# A text message (its UTF-8 bytes: msgspec decodes them as they are) and the monotonic
-# instant its last bytes reached this process.
+# A text message (its UTF-8 bytes: msgspec decodes them as they are) and the instant, on the
+# monotonic clock, its last bytes reached the socket.
 TextHandler = Callable[[bytes, float], None]
+
+SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value
+_STAMP: Final = struct.Struct("qq")  # struct timespec on a 64-bit kernel
+_ANCILLARY: Final = socket.CMSG_SPACE(_STAMP.size)
+_READ_MAX: Final = 1 << 16
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _HEADER_MAX = 16384  # a longer handshake answer is not a WebSocket server's
@@ -64,11 +75,14 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + _mask(payload)
 
 
-class WsClient(asyncio.Protocol):
-    """One connection. `on_text` runs inside `data_received`; `closed` resolves with the close
-    code the server sent (1006 when the TCP connection ended without one)."""
+class WsClient:
+    """One connection on a connected non-blocking socket. `on_text` runs as its bytes are read;
+    `closed` resolves with the close code the server sent (1006 when the TCP connection ended
+    without one)."""
 
-    def __init__(self, on_text: TextHandler, request: bytes, accept: bytes) -> None:
+    def __init__(
+        self, on_text: TextHandler, request: bytes, accept: bytes, sock: socket.socket
+    ) -> None:
         self.on_text = on_text
         self._request = request
         self._accept = accept
@@ -76,20 +90,85 @@ class WsClient(asyncio.Protocol):
         self._upgraded = False
         self._fragments: list[bytes] = []
         self._fragment_op = OP_TEXT
-        self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[int] = loop.create_future()
+        self._sock: socket.socket | None = sock
+        self._out = bytearray()  # what the kernel did not take yet
+        self._loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[int] = self._loop.create_future()
+        self.read_at = 0.0  # when this process read the bytes being handled (monotonic)
 
-    # -- asyncio.Protocol
+    def _start(self) -> None:
+        assert self._sock is not None
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self._write(self._request)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self._request)
+    # -- the socket
 
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
+    def _readable(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            data, ancillary, _flags, _addr = self._sock.recvmsg(_READ_MAX, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self.read_at = arrived = time.monotonic()
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                seconds, nanoseconds = _STAMP.unpack_from(value)
+                waited = time.time() - (seconds + nanoseconds / 1e9)  # in the kernel's queue
+                arrived -= min(max(waited, 0.0), arrived)
+        self._received(data, arrived)
+
+    def _writable(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            sent = self._sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self._out[:sent]
+        if not self._out:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _write(self, data: bytes) -> None:
+        if self._sock is None:
+            return
+        if not self._out:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+        self._out += data
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The connection is over: stop watching the socket and close it."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+            sock.close()
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(1006)
+
+    def _received(self, data: bytes, now: float) -> None:
         buf = self._rest + data if self._rest else data
         if not self._upgraded:
             buf = self._handshake(buf)
@@ -129,12 +208,6 @@ class WsClient(asyncio.Protocol):
                 self._frame(b0 & 0x80 != 0, b0 & 0x0F, payload, now)
         self._rest = buf[at:] if at < end else b""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
-        if not self.closed.done():
-            self.closed.set_result(1006)
-
     # -- frames
 
     def _handshake(self, buf: bytes) -> bytes:
@@ -159,8 +232,7 @@ class WsClient(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
+        self._lost(exc)
 
     def _frame(self, fin: bool, opcode: int, payload: bytes, now: float) -> None:
         if opcode == OP_PING:
@@ -171,8 +243,7 @@ class WsClient(asyncio.Protocol):
             if not self.closed.done():
                 self.closed.set_result(code)
             self._write(frame(OP_CLOSE, payload[:2]))
-            if self.transport is not None:
-                self.transport.close()
+            self._lost(None)
             return
         if opcode == OP_PONG:
             return
@@ -187,21 +258,17 @@ class WsClient(asyncio.Protocol):
         if self._fragment_op == OP_TEXT:
             self.on_text(payload, now)
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
     # -- what a headset does
 
     @property
     def open(self) -> bool:
-        return self.opened.done() and not self.closed.done() and self.transport is not None
+        return self._sock is not None and self._upgraded and not self.closed.done()
 
     def send_text(self, text: str) -> bool:
-        """Queue one text frame; False once the connection is gone."""
-        if not self.open or self.transport is None or self.transport.is_closing():
+        """Send (or queue) one text frame; False once the connection is gone."""
+        if not self.open:
             return False
-        self.transport.write(frame(OP_TEXT, text.encode()))
+        self._write(frame(OP_TEXT, text.encode()))
         return True
 
     def close(self, code: int = 1000) -> None:
@@ -212,8 +279,7 @@ class WsClient(asyncio.Protocol):
 
     def drop(self) -> None:
         """End the TCP connection without a close frame."""
-        if self.transport is not None:
-            self.transport.close()
+        self._lost(None)
 
 
 async def connect(url: str, on_text: TextHandler) -> WsClient:
@@ -230,6 +296,22 @@ async def connect(url: str, on_text: TextHandler) -> WsClient:
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(lambda: WsClient(on_text, request, accept), host, port)
-    await client.opened
+    addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = addresses[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    client = WsClient(on_text, request, accept, sock)
+    client._start()
+    try:
+        await client.opened
+    except BaseException:  # a refused upgrade, or the caller's timeout
+        client.drop()
+        raise
     return client
