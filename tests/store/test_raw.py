@@ -264,6 +264,26 @@ async def test_writes_that_never_pause_postpone_a_checkpoint_by_max_wait_at_most
     assert database.last_checkpoint is not None
 
 
+async def test_dispose_ends_a_checkpoint_under_way_and_leaves_no_lane_behind(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "CHECKPOINT_DELAY_S", 0.0)
+    monkeypatch.setattr(db_module, "CHECKPOINT_GAP_S", 0.01)
+    others = {t.ident for t in threading.enumerate()}  # (other tests' lanes, if any linger)
+    gate = threading.Event()
+    gated = database._raw_call(database._checkpointer, lambda _conn: gate.wait(10))
+    await database.write_raw(_touch)
+    await asyncio.sleep(0.1)  # the checkpoint task waits behind the gate now
+    disposing = asyncio.create_task(database.dispose())
+    await asyncio.sleep(0.1)
+    gate.set()
+    await asyncio.wait_for(disposing, 10)
+    assert await gated
+    await asyncio.sleep(0.1)  # what a checkpoint task left running would do now
+    lanes = [t.name for t in threading.enumerate() if t.ident not in others]
+    assert [name for name in lanes if name.startswith("sqlite-")] == []
+
+
 async def test_a_cancelled_caller_leaves_the_lanes_working_and_its_transaction_whole(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:

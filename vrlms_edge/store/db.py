@@ -86,7 +86,8 @@ class Database:
         )
         self._raw_reader = _RawLane("sqlite-reader", "BEGIN")
         self._checkpointer = _RawLane("sqlite-checkpoint", None)
-        self._checkpoint_due: asyncio.Task[None] | None = None
+        self._checkpoint_due = False  # one is scheduled and has not started
+        self._checkpoints: set[asyncio.Task[None]] = set()  # scheduled or running
         self._last_write_end = 0.0  # loop time
         # (frames in the WAL, frames of it now in the database file) after the last checkpoint
         self.last_checkpoint: tuple[int, int] | None = None
@@ -118,10 +119,11 @@ class Database:
                 if not done.done():  # cancelled: keep the lock until the transaction ended
                     await asyncio.wait([done])
                 self._last_write_end = asyncio.get_running_loop().time()
-                if self._checkpoint_due is None:
-                    self._checkpoint_due = asyncio.create_task(
-                        self._checkpoint_later(), name="sqlite-checkpoint"
-                    )
+                if not self._checkpoint_due:
+                    self._checkpoint_due = True
+                    task = asyncio.create_task(self._checkpoint_later(), name="sqlite-checkpoint")
+                    self._checkpoints.add(task)
+                    task.add_done_callback(self._checkpoints.discard)
 
     async def _checkpoint_later(self) -> None:
         """The WAL checkpoint the hot write lane leaves out, once for all raw writes until it
@@ -137,7 +139,7 @@ class Database:
                 pause_ends = max(CHECKPOINT_GAP_S - quiet, CHECKPOINT_GAP_S / 4)
                 await asyncio.sleep(min(pause_ends, deadline - now))
         finally:
-            self._checkpoint_due = None
+            self._checkpoint_due = False  # a write from now on schedules the next one
         try:
             self.last_checkpoint = wal_frames, copied = await self._raw_call(
                 self._checkpointer, _checkpoint
@@ -165,10 +167,9 @@ class Database:
         return lane.call(lambda: lane.run(path, synchronous, work))
 
     async def dispose(self) -> None:
-        if self._checkpoint_due is not None:
-            self._checkpoint_due.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_due
+        for task in list(self._checkpoints):  # (a running one's lane call finishes first)
+            task.cancel()
+        await asyncio.gather(*self._checkpoints, return_exceptions=True)
         # (the last connection to close checkpoints the whole WAL)
         for lane in (self._raw_writer, self._raw_reader, self._checkpointer):
             await lane.close()
