@@ -4,6 +4,7 @@ one broadcast path for REST-style domain calls and WS commands."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -198,3 +199,29 @@ async def test_a_command_takes_stale_lead_terms_as_they_are_and_they_refresh_aft
         computed.clear()
         hub.current_lead_ms(room.session.id)  # the live picture wants fresh terms: computed
         assert 0.95 in computed
+
+
+async def test_a_class_that_connected_at_once_is_pinged_over_the_interval_not_in_one_burst(
+    box: RunningBox,
+) -> None:
+    """Every watchdog round pings its share of the connections: 16 headsets, an RTT ping every
+    2 s and a round every 0.25 s make two pings a round, so the watchdog's first pings of a
+    class that connected together span most of the interval (all in one round, the pongs of
+    300 headsets held the loop for 10-20 ms)."""
+    room = await make_classroom(box.app[DB], box.app[CLOCK], 16)
+    pinged: list[float] = []
+
+    async def headset(token: str) -> None:
+        async with box.http.ws_connect(f"/websocket/?token={token}", autoping=False) as ws:
+            pings = 0
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    pings += 1
+                    if pings == 2:  # (the first comes with the welcome)
+                        pinged.append(time.monotonic())
+                        return
+
+    await asyncio.wait_for(asyncio.gather(*(headset(h.token) for h in room.headsets)), 15)
+    assert len(pinged) == 16
+    assert max(pinged) - min(pinged) > 1.0, sorted(p - min(pinged) for p in pinged)

@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 # Watchdog period: resolution of stall/silence detection and of pings; cheap at 300 peers.
 WATCH_INTERVAL_S: Final = 0.25
 # RTT pings at least this often (more often than a long heartbeat), so that the start lead
-# follows the room's current round trips; 300 headsets make 150 tiny frames per second.
+# follows the room's current round trips; 300 headsets make 150 tiny frames per second. Each
+# watchdog round pings its share of the connections only (the interval's worth over its
+# rounds): a class that connected at once was pinged all in one round, and the loop's 10-20 ms
+# of pings and then pongs at 300 headsets delayed whichever command came in between.
 RTT_PING_INTERVAL_S: Final = 2.0
 # Teachers get a class picture at most this often per class: presence and acks of 30
 # headsets after a start arrive within a few hundred ms, one picture covers them.
@@ -539,6 +542,7 @@ class Hub:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 now = self._clock.monotonic()
+                pings = math.ceil(len(self.connections) * WATCH_INTERVAL_S / ping_every)
                 for conn in list(self.connections):
                     if conn.closing:
                         continue
@@ -552,7 +556,8 @@ class Hub:
                         log.info("closing connection %s: silent", conn.id)
                         conn.close(CLOSE_SILENT, "nothing heard for two heartbeat intervals")
                         self.leave(conn)
-                    elif now - conn.last_ping >= ping_every:
+                    elif now - conn.last_ping >= ping_every and pings > 0:
+                        pings -= 1
                         conn.ping()
                 self._send_pictures(now)
             except Exception:  # the watchdog must outlive any one bad connection
