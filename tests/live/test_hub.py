@@ -16,7 +16,7 @@ from tests.conftest import test_settings as box_settings
 from tests.factories import make_classroom
 from tests.live.support import DelayProxy, eventually, raw_websocket, receive_json, receive_type
 from vrlms_edge.domain.principal import Principal
-from vrlms_edge.domain.sessions import Action, Change, change_state, state_of
+from vrlms_edge.domain.sessions import Action, Change, SessionState, change_state, state_of
 from vrlms_edge.keys import BROADCAST, CLOCK, DB, HUB, SETTINGS
 from vrlms_edge.live import hub as hub_module
 from vrlms_edge.live.hub import percentile
@@ -139,6 +139,16 @@ class TeacherWs:
         await self.ws.close()
 
 
+async def next_rev(box: RunningBox, session_id: str) -> SessionState:
+    """The session's state as stored, one rev on: what a command would publish next."""
+    async with box.app[DB].read() as s:
+        row = await s.get(Session, session_id)
+        assert row is not None
+        state = await state_of(s, row)
+    state.rev += 1
+    return state
+
+
 async def test_lead_covers_the_boxs_own_lag(box: RunningBox) -> None:
     """A slow box (here: 400 ms between the command asking for a lead and the publish) shows
     in the next lead, so the next start still reaches everyone before its anchor."""
@@ -149,11 +159,7 @@ async def test_lead_covers_the_boxs_own_lag(box: RunningBox) -> None:
         assert hub.current_lead_ms(room.session.id) == 250
         hub.lead_ms(room.session.id)  # a command starts...
         await asyncio.sleep(0.4)  # ...and the box takes its time
-        async with box.app[DB].read() as s:
-            row = await s.get(Session, room.session.id)
-            assert row is not None
-            state = await state_of(s, row)
-        state.rev += 1
+        state = await next_rev(box, room.session.id)
         hub.publish(room.org.id, room.klass.id, state)
         assert (await receive_type(ws, "state"))["rev"] == state.rev
         await eventually(lambda: len(hub.send_lags_s) == 1, 2)
@@ -186,11 +192,7 @@ async def test_a_command_takes_stale_lead_terms_as_they_are_and_they_refresh_aft
         await asyncio.sleep(0.1)  # both terms are now older than the TTL
         hub.lead_ms(room.session.id)
         assert computed == []
-        async with box.app[DB].read() as s:
-            row = await s.get(Session, room.session.id)
-            assert row is not None
-            state = await state_of(s, row)
-        state.rev += 1
+        state = await next_rev(box, room.session.id)
         hub.publish(room.org.id, room.klass.id, state)
         assert computed == []  # not inside the publish either...
         await eventually(lambda: computed != [], 2)  # ...but right after it
