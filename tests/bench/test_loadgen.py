@@ -44,6 +44,8 @@ def test_fanout_against_the_floor_counts_every_delivery(floor: dict[str, Any]) -
     assert fan["deliveries"] == 50
     assert fan["lost"] == 0
     assert 0 < fan["p50_ms"] <= fan["p99_ms"] <= fan["max_ms"] < 2000
+    # A state reaches a headset's socket (the kernel's stamp) before the worker reads it.
+    assert fan["p50_ms"] <= fan["read_p50_ms"] and fan["p99_ms"] <= fan["read_p99_ms"]
     assert fan["teacher_errors"] == 0
     assert fan["cpu_s"]["server"] >= 0
     assert result["rss_connected_mb"] > 5
