@@ -157,7 +157,8 @@ class WsClient:
         self._out += data
 
     def _lost(self, exc: Exception | None) -> None:
-        """The connection is over: stop watching the socket and close it."""
+        """The connection is over (`exc`: why, if it failed): stop watching the socket and
+        close it."""
         sock, self._sock = self._sock, None
         if sock is not None:
             self._loop.remove_reader(sock.fileno())
@@ -215,24 +216,19 @@ class WsClient:
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > _HEADER_MAX:
-                self._fail(HandshakeError("handshake answer too long"))
+                self._lost(HandshakeError("handshake answer too long"))
             return buf
         head = buf[:end].decode("latin-1").split("\r\n")
         status = head[0].split(" ", 2)
         headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
         if len(status) < 2 or status[1] != "101":
-            self._fail(HandshakeError(f"no upgrade: {head[0]}"))
+            self._lost(HandshakeError(f"no upgrade: {head[0]}"))
         elif headers.get("sec-websocket-accept", "").encode() != self._accept:
-            self._fail(HandshakeError("wrong Sec-WebSocket-Accept"))
+            self._lost(HandshakeError("wrong Sec-WebSocket-Accept"))
         else:
             self._upgraded = True
             self.opened.set_result(None)
         return buf[end + 4 :]
-
-    def _fail(self, exc: Exception) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(exc)
-        self._lost(exc)
 
     def _frame(self, fin: bool, opcode: int, payload: bytes, now: float) -> None:
         if opcode == OP_PING:
