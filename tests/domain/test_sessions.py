@@ -105,22 +105,20 @@ async def test_a_state_carries_its_lesson_as_edited_last(box: RunningBox) -> Non
     lesson = world.lessons[0]
     sid = await new_session(box, world, lesson_ids=[lesson.id])
 
-    async def seek(position_ms: int) -> SessionState:
-        change = Change(action=Action.seek, position_ms=position_ms)
+    async def do(action: Action, **kw: Any) -> SessionState:
+        change = Change(action=action, **kw)
         return await sessions.change_state(
             db, clock, Recorder(), principal(world.teacher), sid, change
         )
 
-    await sessions.change_state(
-        db, clock, Recorder(), principal(world.teacher), sid, Change(action=Action.play)
-    )
-    first = (await seek(1000)).lesson
+    await do(Action.play)
+    first = (await do(Action.seek, position_ms=1000)).lesson
     assert first is not None and first.title == lesson.title
     async with db.write() as s:
         row = await s.get(Lesson, lesson.id)
         assert row is not None
         row.title, row.launch, row.duration_s = "Renamed", {"scene": "b"}, 42
-    edited = (await seek(2000)).lesson
+    edited = (await do(Action.seek, position_ms=2000)).lesson
     assert edited is not None
     assert (edited.title, edited.launch, edited.duration_s) == ("Renamed", {"scene": "b"}, 42)
     assert first.title == lesson.title  # the earlier state's ref is untouched

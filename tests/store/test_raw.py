@@ -185,6 +185,12 @@ async def test_upsert_of_many_rows_spans_every_statement_shape(database: Databas
     assert stored == {f"k{i}": {"n": 2, "i": i} for i in range(count)}
 
 
+def _hold_checkpoint_lane(database: Database) -> tuple[threading.Event, asyncio.Future[bool]]:
+    """Occupy the checkpoint lane until the event is set (a checkpoint queues behind)."""
+    gate = threading.Event()
+    return gate, database._raw_call(database._checkpointer, lambda _conn: gate.wait(10))
+
+
 async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,8 +204,7 @@ async def test_wal_checkpoints_run_after_raw_writes_never_inside_them(
     assert await database.write_raw(autocheckpoint) == 0
     # The checkpoint lane waits behind this gate until all writes are in, however slow the
     # disk: then exactly one checkpoint sees the whole WAL.
-    gate = threading.Event()
-    gated = database._raw_call(database._checkpointer, lambda _conn: gate.wait(10))
+    gate, gated = _hold_checkpoint_lane(database)
     # About 1,500 pages of 4 KiB: past SQLite's default autocheckpoint of 1,000 pages.
     for batch in range(15):
         rows = [
@@ -270,8 +275,7 @@ async def test_dispose_ends_a_checkpoint_under_way_and_leaves_no_lane_behind(
     monkeypatch.setattr(db_module, "CHECKPOINT_DELAY_S", 0.0)
     monkeypatch.setattr(db_module, "CHECKPOINT_GAP_S", 0.01)
     others = {t.ident for t in threading.enumerate()}  # (other tests' lanes, if any linger)
-    gate = threading.Event()
-    gated = database._raw_call(database._checkpointer, lambda _conn: gate.wait(10))
+    gate, gated = _hold_checkpoint_lane(database)
     await database.write_raw(_touch)
     await asyncio.sleep(0.1)  # the checkpoint task waits behind the gate now
     disposing = asyncio.create_task(database.dispose())
