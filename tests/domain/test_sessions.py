@@ -21,7 +21,15 @@ from vrlms_edge.domain.principal import Principal
 from vrlms_edge.domain.sessions import Action, Change, NewSession, NoBroadcast, SessionState
 from vrlms_edge.errors import AppError
 from vrlms_edge.keys import CLOCK, DB
-from vrlms_edge.store.models import Lesson, Role, SessionRevision, User
+from vrlms_edge.store.models import (
+    Lesson,
+    OutboxEntry,
+    Role,
+    Session,
+    SessionRevision,
+    User,
+)
+from vrlms_edge.sync.outbox import row_payload
 
 
 def principal(user: User) -> Principal:
@@ -95,6 +103,69 @@ async def test_transitions_and_anchor(box: RunningBox) -> None:
     assert attention.attention.on and attention.attention.message == "Look here"
     assert attention.status == "playing"
     assert [s.rev for s in rec.published] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_command_stores_the_row_its_revision_and_the_org_servers_copy(
+    box: RunningBox,
+) -> None:
+    """The command path writes raw SQL (no model objects): what it stores must read back
+    through the ORM as the state it answered, and the outbox must carry that very row."""
+    db, clock = box.app[DB], box.app[CLOCK]
+    world = await make_org(db)
+    sid = await new_session(box, world, lesson_ids=[world.lessons[0].id])
+    teacher = principal(world.teacher)
+
+    async def do(action: Action, **kw: Any) -> SessionState:
+        return await sessions.change_state(
+            db, clock, NoBroadcast(), teacher, sid, Change(action=action, **kw)
+        )
+
+    async def stored() -> tuple[Session, list[SessionRevision], OutboxEntry]:
+        async with db.read() as s:
+            row = await s.get(Session, sid)
+            history = (
+                await s.execute(
+                    select(SessionRevision)
+                    .where(SessionRevision.session_id == sid)
+                    .order_by(SessionRevision.rev)
+                )
+            ).scalars()
+            copy = (
+                await s.execute(select(OutboxEntry).where(OutboxEntry.entity_id == sid))
+            ).scalar_one()
+        assert row is not None
+        return row, list(history), copy
+
+    before = clock.now()
+    played = await do(Action.play)
+    await do(Action.attention, on=True, message="Eyes up")
+    stopped = await do(Action.stop)
+    row, history, copy = await stored()
+    assert (row.status, row.rev, row.lesson_id) == ("stopped", 3, world.lessons[0].id)
+    assert (row.anchor_server_ms, row.anchor_position_ms) == (
+        stopped.anchor_server_ms,
+        stopped.anchor_position_ms,
+    )
+    assert row.attention_on is True and row.attention_message == "Eyes up"
+    assert row.started_at is not None and row.ended_at is not None
+    assert before <= row.started_at <= row.ended_at <= clock.now()
+    assert row.updated_at == row.ended_at  # one instant stamps a command
+    assert [(h.rev, h.action, h.actor_id, h.status) for h in history] == [
+        (1, "play", teacher.user_id, "playing"),
+        (2, "attention", teacher.user_id, "playing"),
+        (3, "stop", teacher.user_id, "stopped"),
+    ]
+    assert history[0].anchor_server_ms == played.anchor_server_ms
+    assert history[1].attention_on is True and history[0].attention_on is False
+    assert (copy.entity, copy.org_id) == ("sessions", world.org.id)
+    assert copy.payload == row_payload(row)
+    first_version, started_at = copy.version, row.started_at
+
+    await do(Action.play)  # again: still started when it first was, no longer ended
+    row, history, copy = await stored()
+    assert row.started_at == started_at and row.ended_at is None
+    assert copy.payload == row_payload(row) and copy.version > first_version
+    assert len(history) == 4
 
 
 async def test_a_state_carries_its_lesson_as_edited_last(box: RunningBox) -> None:

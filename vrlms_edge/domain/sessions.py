@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
@@ -38,14 +38,15 @@ from vrlms_edge.store.models import (
     Role,
     Session,
     SessionLesson,
-    SessionRevision,
     SessionStatus,
     Tenant,
+    new_id,
 )
 from vrlms_edge.store.raw import RawTable
-from vrlms_edge.sync.outbox import enqueue_raw, enqueue_rows, row_payload
+from vrlms_edge.sync.outbox import enqueue_raw, enqueue_rows, values_payload
 
 M = TypeVar("M", bound=Tenant)
+_S = TypeVar("_S", "Session", "SessionRecord")
 
 
 class Action(enum.StrEnum):
@@ -132,14 +133,36 @@ def lesson_ref(lesson: Lesson) -> LessonRef:
     )
 
 
-def position_at(session: Session, now_ms: int) -> int:
+class SessionRecord(msgspec.Struct):
+    """A session as a command reads and changes it: its state columns as sqlite3 gives them
+    (datetimes as stored) and what decides who may command it. A command's transaction works
+    on this rather than on a model object: building one, comparing and binding its twenty
+    columns cost more than the statements themselves."""
+
+    id: str
+    org_id: str
+    class_id: str
+    status: str
+    lesson_id: str | None
+    anchor_server_ms: int
+    anchor_position_ms: int
+    attention_on: bool
+    attention_message: str | None
+    rev: int
+    started_at: str | None
+    ended_at: str | None
+    deleted_at: str | None
+    teacher_id: str | None  # the class's teacher
+
+
+def position_at(session: SessionRecord, now_ms: int) -> int:
     """Where the lesson is at server time now_ms (before the anchor: the anchor position)."""
     if session.status != SessionStatus.playing:
         return session.anchor_position_ms
     return session.anchor_position_ms + max(0, now_ms - session.anchor_server_ms)
 
 
-def _visible(actor: Principal, row: Session | None) -> Session:
+def _visible(actor: Principal, row: _S | None) -> _S:
     if row is None or row.org_id != actor.org_id or row.deleted_at is not None:
         raise not_found("session")
     if actor.role not in (Role.admin, Role.teacher):
@@ -157,7 +180,8 @@ def _check_teacher(actor: Principal, teacher_id: str | None) -> None:
 
 async def load_controlled_session(db_session: Any, actor: Principal, session_id: str) -> Session:
     """The session if `actor` may control it: another org's -> 404, another teacher's -> 403."""
-    row = _visible(actor, await db_session.get(Session, session_id))
+    found: Session | None = await db_session.get(Session, session_id)
+    row = _visible(actor, found)
     if actor.role != Role.admin:
         klass = await db_session.get(Class, row.class_id)
         _check_teacher(actor, klass.teacher_id if klass is not None else None)
@@ -166,21 +190,36 @@ async def load_controlled_session(db_session: Any, actor: Principal, session_id:
 
 # The command path's rows on the hot write lane (store/raw.py).
 SESSIONS: Final = RawTable(Session)
-REVISIONS: Final = RawTable(SessionRevision)
-_TEACHER_SQL: Final = "SELECT teacher_id FROM classes WHERE id = ?"
+_RECORD_SQL: Final = (
+    f"SELECT {', '.join(SessionRecord.__struct_fields__[:-1])},"
+    " (SELECT teacher_id FROM classes WHERE classes.id = sessions.class_id)"
+    " FROM sessions WHERE id = ?"
+)
 _PLAN_SQL: Final = (
     "SELECT lesson_id FROM session_lessons"
     " WHERE session_id = ? AND deleted_at IS NULL ORDER BY position"
 )
+# Every column a command may change, and the whole row back for the org server's copy.
+_UPDATE_SQL: Final = (
+    "UPDATE sessions SET status = ?, lesson_id = ?, anchor_server_ms = ?,"
+    " anchor_position_ms = ?, attention_on = ?, attention_message = ?, rev = ?,"
+    " started_at = ?, ended_at = ?, updated_at = ?"
+    f" WHERE id = ? RETURNING {SESSIONS.column_list}"
+)
+_REVISION_SQL: Final = (
+    "INSERT INTO session_revisions (id, org_id, session_id, rev, action, actor_id, status,"
+    " lesson_id, anchor_server_ms, anchor_position_ms, attention_on, attention_message,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-def _controlled_session_raw(conn: sqlite3.Connection, actor: Principal, session_id: str) -> Session:
-    """`load_controlled_session` on the hot write lane."""
-    row = _visible(actor, SESSIONS.get(conn, session_id))
-    if actor.role != Role.admin:
-        found = conn.execute(_TEACHER_SQL, (row.class_id,)).fetchone()
-        _check_teacher(actor, found[0] if found is not None else None)
-    return row
+def _record(conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+    found = conn.execute(_RECORD_SQL, (session_id,)).fetchone()
+    if found is None:
+        return None
+    record = SessionRecord(*found)
+    record.attention_on = bool(record.attention_on)  # (stored as 0/1)
+    return record
 
 
 def _plan_raw(conn: sqlite3.Connection, session_id: str) -> list[str]:
@@ -217,7 +256,7 @@ def lesson_ref_raw(conn: sqlite3.Connection, lesson_id: str) -> LessonRef | None
     return ref
 
 
-def state_from(row: Session, lesson: LessonRef | None) -> SessionState:
+def state_from(row: Session | SessionRecord, lesson: LessonRef | None) -> SessionState:
     """The `state` message of a session row (`lesson`: the row's current lesson)."""
     return SessionState(
         session_id=row.id,
@@ -240,7 +279,7 @@ def _check_position(position_ms: int | None) -> None:
         raise AppError(422, "validation_error", "position_ms out of range")
 
 
-def _pick_lesson(row: Session, wanted: str | None, plan: Callable[[], list[str]]) -> str:
+def _pick_lesson(row: SessionRecord, wanted: str | None, plan: Callable[[], list[str]]) -> str:
     ids = plan()
     if wanted is not None:
         if wanted not in ids:
@@ -258,7 +297,7 @@ def _invalid(action: Action, status: str) -> AppError:
 
 
 def _apply(
-    row: Session, change: Change, now_ms: int, lead_ms: int, plan: Callable[[], list[str]]
+    row: SessionRecord, change: Change, now_ms: int, lead_ms: int, plan: Callable[[], list[str]]
 ) -> None:
     """Compute the next state into `row` (not yet persisted); `plan()` reads the session's
     lesson ids (only play and launch need them)."""
@@ -330,7 +369,8 @@ def _lead(change: Change, broadcast: StateBroadcast, session_id: str) -> int:
     return broadcast.lead_ms(session_id)
 
 
-Loader = Callable[[sqlite3.Connection], Session]
+# Who may command the session: raises AppError, or answers the record to change.
+Check = Callable[[sqlite3.Connection, SessionRecord | None], SessionRecord]
 
 
 async def _commit_change(
@@ -339,49 +379,61 @@ async def _commit_change(
     broadcast: StateBroadcast,
     session_id: str,
     change: Change,
-    load: Loader,
+    check: Check,
     actor_id: str | None,
-) -> tuple[Session, SessionState]:
+) -> tuple[tuple[Any, ...], SessionState]:
     """Persist the change as a new rev (one transaction on the hot write lane), then publish
-    it. Returns the row as committed (transient) and its state."""
+    it. Returns the session row as committed (its columns as sqlite3 gives them, see
+    `RawTable.values`) and its state."""
     lead_ms = _lead(change, broadcast, session_id)
 
-    def commit(conn: sqlite3.Connection) -> tuple[Session, SessionState]:
-        row = load(conn)
-        before = SESSIONS.snapshot(row)
+    def commit(
+        conn: sqlite3.Connection,
+    ) -> tuple[SessionRecord, tuple[Any, ...], SessionState]:
+        record = check(conn, _record(conn, session_id))
         now_ms = clock.now_ms()
-        _apply(row, change, now_ms, lead_ms, lambda: _plan_raw(conn, row.id))
-        row.rev += 1
-        if row.status == SessionStatus.playing:
-            row.ended_at = None
-            if row.started_at is None:
-                row.started_at = clock.now()
-        if row.status == SessionStatus.stopped:
-            row.ended_at = clock.now()
-        SESSIONS.update(conn, row, before)
-        REVISIONS.insert_values(
-            conn,
-            {
-                "org_id": row.org_id,
-                "session_id": row.id,
-                "rev": row.rev,
-                "action": change.action.value,
-                "actor_id": actor_id,
-                "status": row.status,
-                "lesson_id": row.lesson_id,
-                "anchor_server_ms": row.anchor_server_ms,
-                "anchor_position_ms": row.anchor_position_ms,
-                "attention_on": row.attention_on,
-                "attention_message": row.attention_message,
-            },
+        _apply(record, change, now_ms, lead_ms, lambda: _plan_raw(conn, session_id))
+        record.rev += 1
+        stamp = SESSIONS.bind("updated_at", datetime.fromtimestamp(now_ms / 1000.0, UTC))
+        if record.status == SessionStatus.playing:
+            record.ended_at = None
+            if record.started_at is None:
+                record.started_at = stamp
+        if record.status == SessionStatus.stopped:
+            record.ended_at = stamp
+        state = (
+            record.status,
+            record.lesson_id,
+            record.anchor_server_ms,
+            record.anchor_position_ms,
+            record.attention_on,
+            record.attention_message,
+        )
+        row = conn.execute(
+            _UPDATE_SQL,
+            (*state, record.rev, record.started_at, record.ended_at, stamp, session_id),
+        ).fetchone()
+        conn.execute(
+            _REVISION_SQL,
+            (
+                new_id(),
+                record.org_id,
+                session_id,
+                record.rev,
+                change.action.value,
+                actor_id,
+                *state,
+                stamp,
+                stamp,
+            ),
         )
         # The org server gets the session's newest state with the same commit.
-        enqueue_raw(conn, [(row.org_id, "sessions", row.id, row_payload(row))])
-        lesson = lesson_ref_raw(conn, row.lesson_id) if row.lesson_id else None
-        return row, state_from(row, lesson)
+        enqueue_raw(conn, [(record.org_id, "sessions", session_id, values_payload(SESSIONS, row))])
+        lesson = lesson_ref_raw(conn, record.lesson_id) if record.lesson_id else None
+        return record, row, state_from(record, lesson)
 
-    row, state = await db.write_raw(commit)
-    broadcast.publish(row.org_id, row.class_id, state)
+    record, row, state = await db.write_raw(commit)
+    broadcast.publish(record.org_id, record.class_id, state)
     return row, state
 
 
@@ -409,7 +461,7 @@ async def change_session(
     """`change_state`, answering the whole session object as of the new rev (REST)."""
     row, state = await _command(db, clock, broadcast, actor, session_id, change)
     async with db.read() as s:
-        view = await session_view(s, row)
+        view = await session_view(s, SESSIONS.row(row))
     return msgspec.structs.replace(view, state=state)
 
 
@@ -420,11 +472,14 @@ async def _command(
     actor: Principal,
     session_id: str,
     change: Change,
-) -> tuple[Session, SessionState]:
-    def load(conn: sqlite3.Connection) -> Session:
-        return _controlled_session_raw(conn, actor, session_id)
+) -> tuple[tuple[Any, ...], SessionState]:
+    def check(conn: sqlite3.Connection, record: SessionRecord | None) -> SessionRecord:
+        record = _visible(actor, record)
+        if actor.role != Role.admin:
+            _check_teacher(actor, record.teacher_id)
+        return record
 
-    return await _commit_change(db, clock, broadcast, session_id, change, load, actor.user_id)
+    return await _commit_change(db, clock, broadcast, session_id, change, check, actor.user_id)
 
 
 # --- sessions as objects: create, lessons, schedule, views ------------------------------------
@@ -883,9 +938,9 @@ async def auto_start(
     due (a teacher started it, or changed its schedule, meanwhile)."""
     now = clock.now()
 
-    def load(conn: sqlite3.Connection) -> Session:
+    def check(conn: sqlite3.Connection, record: SessionRecord | None) -> SessionRecord:
         row = SESSIONS.get(conn, session_id)
-        if row is None or row.deleted_at is not None:
+        if record is None or row is None or row.deleted_at is not None:
             raise not_found("session")
         start = row.scheduled_start_at
         closes = row.scheduled_end_at or (start + timedelta(seconds=grace_s) if start else None)
@@ -898,11 +953,11 @@ async def auto_start(
         )
         if not due:
             raise conflict("not_due", "session is no longer due to start")
-        return row
+        return record
 
     try:
         _, state = await _commit_change(
-            db, clock, broadcast, session_id, Change(action=Action.play), load, None
+            db, clock, broadcast, session_id, Change(action=Action.play), check, None
         )
         return state
     except AppError as err:

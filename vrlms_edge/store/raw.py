@@ -104,7 +104,9 @@ class RawTable(Generic[M]):
         }
         self._pk_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         pk = mapper.primary_key[0].name
-        names = ", ".join(self._column[k] for k in self.keys)
+        # Every column, in `keys` order (what SELECT * and RETURNING give `values`).
+        self.column_list = ", ".join(self._column[k] for k in self.keys)
+        names = self.column_list
         self._select_all = f"SELECT {names} FROM {self.name}"
         self._select = f"{self._select_all} WHERE {pk} = ?"
         self._where_pk = f" WHERE {pk} = ?"
@@ -120,23 +122,29 @@ class RawTable(Generic[M]):
 
     def get(self, conn: sqlite3.Connection, row_id: Any) -> M | None:
         found = conn.execute(self._select, (row_id,)).fetchone()
-        return None if found is None else self._row(found)
+        return None if found is None else self.row(found)
 
-    def _row(self, found: Sequence[Any]) -> M:
+    def values(self, found: Sequence[Any]) -> dict[str, Any]:
+        """A row's columns as the model holds them, {key: value}; `found` is the row as
+        sqlite3 gives it, its columns in `keys` order (`column_list`)."""
+        return {
+            key: value if convert is None or value is None else convert(value)
+            for (key, convert), value in zip(self._from_db, found, strict=True)
+        }
+
+    def row(self, found: Sequence[Any]) -> M:
+        """A model object (transient) of a row as sqlite3 gives it (see `values`)."""
         # Filled in as the ORM's loader does (straight into __dict__): the constructor's
         # per-attribute change events cost more than the whole SELECT.
         row = self._new_instance()
-        row.__dict__.update(
-            (key, value if convert is None or value is None else convert(value))
-            for (key, convert), value in zip(self._from_db, found, strict=True)
-        )
+        row.__dict__.update(self.values(found))
         return row
 
     def where(self, conn: sqlite3.Connection, condition: str, params: Sequence[Any]) -> list[M]:
         """Rows matching `condition` (SQL after WHERE, over this table's column names; it may
         end in ORDER BY/LIMIT)."""
         found = conn.execute(f"{self._select_all} WHERE {condition}", params)
-        return [self._row(row) for row in found]
+        return [self.row(row) for row in found]
 
     def snapshot(self, row: M) -> dict[str, Any]:
         """The row's column values now (compare with `update(..., before=)`)."""

@@ -55,6 +55,11 @@ def row_payload(row: Base) -> dict[str, Any]:
     return {key: jsonable(column_value(row, key)) for key in column_keys(type(row))}
 
 
+def values_payload(table: RawTable[Any], found: Sequence[Any]) -> dict[str, Any]:
+    """`row_payload` of a row as sqlite3 gives it (`RawTable.values`), with no model object."""
+    return {key: jsonable(value) for key, value in table.values(found).items()}
+
+
 async def next_versions(s: AsyncSession, count: int) -> int:
     """Reserve `count` versions; returns the first."""
     counter = await s.get(SyncState, VERSION_COUNTER)
