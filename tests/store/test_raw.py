@@ -316,3 +316,58 @@ async def test_a_cancelled_caller_leaves_the_lanes_working_and_its_transaction_w
     assert json.loads(await database.read_raw(read_slow)) == {"n": 1}
     await asyncio.sleep(0.3)  # the cancelled read's outcome arrives, and is dropped quietly
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _counted(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bump a counter row; answers (its value now, the thread that ran the transaction)."""
+    found = STATE.get(conn, "n")
+    n = (found.value["n"] if found is not None else 0) + 1
+    row = {"name": "n", "value": {"n": n}, "updated_at": datetime.now(UTC)}
+    STATE.upsert(conn, [row], conflict=("name",), update=("value",))
+    return n, threading.get_ident()
+
+
+async def test_an_on_loop_write_runs_on_the_loop_and_is_a_transaction_like_any(
+    database: Database,
+) -> None:
+    loop_thread = threading.get_ident()
+    assert await database.write_raw(_counted, on_loop=True) == (1, loop_thread)
+    # Interleaved with the writer thread's transactions: no lost update.
+    both = [database.write_raw(_counted, on_loop=bool(i % 2)) for i in range(20)]
+    assert sorted(n for n, _ in await asyncio.gather(*both)) == list(range(2, 22))
+
+    def autocheckpoint(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert await database.write_raw(autocheckpoint, on_loop=True) == 0  # the checkpointer's job
+
+    def bump_then_fail(conn: sqlite3.Connection) -> None:
+        _counted(conn)
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        await database.write_raw(bump_then_fail, on_loop=True)
+    assert (await database.write_raw(_counted, on_loop=True))[0] == 22
+
+
+async def test_an_on_loop_write_waits_for_another_process_off_the_loop(
+    database: Database,
+) -> None:
+    """Another process's write transaction (a CLI command, say) holds the database: the
+    event loop must not wait for it, the write waits on the writer thread instead."""
+    await database.write_raw(_counted)  # (the box has been running: the database is in WAL)
+    other = sqlite3.connect(make_url(database.url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(database.write_raw(_counted, on_loop=True))
+        started = time.monotonic()
+        await asyncio.sleep(0.2)  # the loop runs meanwhile
+        assert time.monotonic() - started < 1.0
+        assert not write.done()
+        other.execute("COMMIT")
+        n, thread = await asyncio.wait_for(write, 10)
+    finally:
+        other.close()
+    assert n == 2 and thread != threading.get_ident()
+    # The next one, with the database free again, runs on the loop.
+    assert await database.write_raw(_counted, on_loop=True) == (3, threading.get_ident())

@@ -432,7 +432,7 @@ async def _commit_change(
         lesson = lesson_ref_raw(conn, record.lesson_id) if record.lesson_id else None
         return record, row, state_from(record, lesson)
 
-    record, row, state = await db.write_raw(commit)
+    record, row, state = await db.write_raw(commit, on_loop=True)
     broadcast.publish(record.org_id, record.class_id, state)
     return row, state
 
