@@ -58,6 +58,25 @@ async def test_the_hot_lane_and_the_orm_draw_versions_from_one_counter(db: Datab
     assert counter is not None and counter.value == {"n": 4}
 
 
+async def test_rows_queued_raw_read_back_through_the_orm(db: Database) -> None:
+    payload = {"title": "Äänet – ääni", "n": 1, "nested": {"list": [1, None, True]}}
+    await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "sessions", "s1", payload)]))
+    async with db.read() as s:
+        first = (await s.execute(select(OutboxEntry))).scalar_one()
+    assert (first.org_id, first.entity, first.entity_id, first.payload) == (
+        "o1",
+        "sessions",
+        "s1",
+        payload,
+    )
+    assert first.created_at == first.updated_at and first.created_at.tzinfo is not None
+    await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "sessions", "s1", {"n": 2})]))
+    async with db.read() as s:
+        again = (await s.execute(select(OutboxEntry))).scalar_one()
+    assert again.payload == {"n": 2} and again.version == first.version + 1
+    assert again.created_at == first.created_at < again.updated_at  # queued since, changed now
+
+
 async def _versions(db: Database, entity_id: str) -> int:
     async with db.read() as s:
         row = (

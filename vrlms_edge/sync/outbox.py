@@ -20,11 +20,12 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
 
+import msgspec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vrlms_edge.store.models import Base, OutboxEntry, SyncState, utcnow
-from vrlms_edge.store.raw import RawTable, column_keys, column_value
+from vrlms_edge.store.raw import RawTable, column_keys, column_value, execute_rows
 
 # SyncState row holding the last version handed out.
 VERSION_COUNTER: Final = "outbox_version"
@@ -120,7 +121,6 @@ async def enqueue_many(s: AsyncSession, items: list[Item]) -> int:
 
 
 _OUTBOX: Final = RawTable(OutboxEntry)
-_SYNC_STATE: Final = RawTable(SyncState)
 # `next_versions` in one statement: creates the counter or advances it by the second parameter,
 # and answers the last version reserved.
 _ADVANCE_COUNTER_SQL: Final = (
@@ -133,16 +133,37 @@ _ADVANCE_COUNTER_SQL: Final = (
 )
 
 
+# enqueue_raw's rows: (org_id, entity, entity_id, version, payload, created_at, updated_at).
+_RAW_COLUMNS: Final = ("org_id", "entity", "entity_id", "version", "payload", "created_at")
+_RAW_UPSERT: Final = (
+    f"INSERT INTO sync_outbox ({', '.join(_RAW_COLUMNS)}, updated_at) VALUES ",
+    "(" + ", ".join("?" for _ in range(len(_RAW_COLUMNS) + 1)) + ")",
+    f" ON CONFLICT ({', '.join(_CONFLICT)}) DO UPDATE SET "
+    + ", ".join(f"{k} = excluded.{k}" for k in _REPLACED),
+)
+
+
 def enqueue_raw(conn: sqlite3.Connection, items: list[Item]) -> int:
-    """`enqueue_many` inside a transaction of the hot write lane (store/raw.py)."""
+    """`enqueue_many` inside a transaction of the hot write lane (store/raw.py). Every teacher
+    command comes through here: the rows are bound by hand (one time stamp, the payload as
+    msgspec's JSON text) rather than value by value through the model's processors."""
     newest = _newest(items)
     if not newest:
         return 0
-    stamp = _SYNC_STATE.bind("updated_at", utcnow())
+    stamp = _OUTBOX.bind("updated_at", utcnow())
     (last,) = conn.execute(_ADVANCE_COUNTER_SQL, (VERSION_COUNTER, len(newest), stamp)).fetchone()
-    rows = _outbox_rows(newest, int(last) - len(newest) + 1)
-    _OUTBOX.upsert(conn, rows, conflict=_CONFLICT, update=_REPLACED)
+    first = int(last) - len(newest) + 1
+    rows = [
+        (org_id, entity, entity_id, first + i, _json_text(payload), stamp, stamp)
+        for i, ((entity, entity_id), (org_id, payload)) in enumerate(newest.items())
+    ]
+    execute_rows(conn, *_RAW_UPSERT, rows)
     return len(rows)
+
+
+def _json_text(payload: dict[str, Any]) -> str:
+    # (compact, where the ORM's json.dumps puts spaces: the same JSON to every reader)
+    return msgspec.json.encode(payload).decode()
 
 
 async def enqueue(
