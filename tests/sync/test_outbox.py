@@ -59,7 +59,7 @@ async def test_the_hot_lane_and_the_orm_draw_versions_from_one_counter(db: Datab
 
 
 async def test_rows_queued_raw_read_back_through_the_orm(db: Database) -> None:
-    payload = {"title": "Äänet – ääni", "n": 1, "nested": {"list": [1, None, True]}}
+    payload = {"title": "Äänet ja ääni", "n": 1, "nested": {"list": [1, None, True]}}
     await db.write_raw(lambda conn: enqueue_raw(conn, [("o1", "sessions", "s1", payload)]))
     async with db.read() as s:
         first = (await s.execute(select(OutboxEntry))).scalar_one()
