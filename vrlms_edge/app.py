@@ -68,6 +68,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(ensure_sound_database, settings.sqlite_path, app[CLOCK].now())
     await asyncio.to_thread(migrate.upgrade, url, settings.sqlite_path)
     db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
+    db.open_loop_writer()
     app[DB] = db
     app[BOX] = await ensure_box_identity(db, settings.box_name)
     try:

@@ -371,3 +371,19 @@ async def test_an_on_loop_write_waits_for_another_process_off_the_loop(
     assert n == 2 and thread != threading.get_ident()
     # The next one, with the database free again, runs on the loop.
     assert await database.write_raw(_counted, on_loop=True) == (3, threading.get_ident())
+
+
+async def test_the_on_loop_writer_opens_at_start_up_even_next_to_another_writer(
+    database: Database,
+) -> None:
+    """`open_loop_writer` (called as the app starts) never fails the start, however locked
+    the database is; the writes then run on the loop as always."""
+    await database.write_raw(_counted)
+    other = sqlite3.connect(make_url(database.url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        database.open_loop_writer()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await database.write_raw(_counted, on_loop=True) == (2, threading.get_ident())
