@@ -286,7 +286,13 @@ def markdown(res: dict[str, Any]) -> str:
         "The load generator runs on the same machine as the server (one process hosts the "
         "teacher and measures, headsets in 1-2 more processes)"
         + pinning(res.get("cores"))
-        + "; the floor row shows what the generator and aiohttp alone cost. Latency: command "
+        + "; the floor row shows what the generator and aiohttp alone cost. "
+        + (
+            f"Each W1 train follows a warm-up train of {warmup} commands, not counted. "
+            if (warmup := res["plan"].get("w1_warmup"))
+            else ""
+        )
+        + "Latency: command "
         "sent → `state` received at each headset, i.e. its bytes reached the headset's socket "
         "(the kernel's receive timestamp), same clock; `(read …)` is the p99 to when the "
         "generator's process read them, one socket after the other; `lost` = a headset "

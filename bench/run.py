@@ -316,6 +316,7 @@ def plan(full: bool, sizes: list[int] | None) -> dict[str, Any]:
         "sizes": sizes or [30, 100, 300, 1000],
         "commands": 100 if full else 50,
         "commands_1000": 100 if full else 20,
+        "w1_warmup": loadgen.W1_WARMUP_COMMANDS,  # commands before each W1 train, not counted
         "drain_s": 10.0 if full else 5.0,  # deliveries later than this after the train: lost
         "rate": 20.0,
         "capacity_n": 300,
@@ -367,7 +368,12 @@ def bench_target(
         log(f"{name}: up, RSS {out['rss_idle_mb']} MB")
         for n in p["sizes_by_target"].get(name, p["sizes"]):
             cmds = p["commands_1000"] if n >= 1000 else p["commands"]
-            opts: dict[str, Any] = {"commands": cmds, "rate": p["rate"], "drain_s": p["drain_s"]}
+            opts: dict[str, Any] = {
+                "commands": cmds,
+                "rate": p["rate"],
+                "drain_s": p["drain_s"],
+                "warmup": p["w1_warmup"],
+            }
             if n == p["capacity_n"]:
                 opts.update(
                     capacity_rates=p["capacity_rates"], capacity_step_s=p["capacity_step_s"]
