@@ -106,12 +106,11 @@ class RawTable(Generic[M]):
         pk = mapper.primary_key[0].name
         # Every column, in `keys` order (what SELECT * and RETURNING give `values`).
         self.column_list = ", ".join(self._column[k] for k in self.keys)
-        names = self.column_list
-        self._select_all = f"SELECT {names} FROM {self.name}"
+        self._select_all = f"SELECT {self.column_list} FROM {self.name}"
         self._select = f"{self._select_all} WHERE {pk} = ?"
         self._where_pk = f" WHERE {pk} = ?"
         marks = ", ".join("?" for _ in self.keys)
-        self._insert = f"INSERT INTO {self.name} ({names}) VALUES ({marks})"
+        self._insert = f"INSERT INTO {self.name} ({self.column_list}) VALUES ({marks})"
         self._updates: dict[tuple[str, ...], str] = {}
         self._upserts: dict[tuple[tuple[str, ...], ...], tuple[str, str, str]] = {}
 

@@ -133,11 +133,19 @@ _ADVANCE_COUNTER_SQL: Final = (
 )
 
 
-# enqueue_raw's rows: (org_id, entity, entity_id, version, payload, created_at, updated_at).
-_RAW_COLUMNS: Final = ("org_id", "entity", "entity_id", "version", "payload", "created_at")
+# The columns of enqueue_raw's rows, in order.
+_RAW_COLUMNS: Final = (
+    "org_id",
+    "entity",
+    "entity_id",
+    "version",
+    "payload",
+    "created_at",
+    "updated_at",
+)
 _RAW_UPSERT: Final = (
-    f"INSERT INTO sync_outbox ({', '.join(_RAW_COLUMNS)}, updated_at) VALUES ",
-    "(" + ", ".join("?" for _ in range(len(_RAW_COLUMNS) + 1)) + ")",
+    f"INSERT INTO sync_outbox ({', '.join(_RAW_COLUMNS)}) VALUES ",
+    "(" + ", ".join("?" for _ in _RAW_COLUMNS) + ")",
     f" ON CONFLICT ({', '.join(_CONFLICT)}) DO UPDATE SET "
     + ", ".join(f"{k} = excluded.{k}" for k in _REPLACED),
 )
