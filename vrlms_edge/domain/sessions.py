@@ -401,7 +401,8 @@ async def _commit_change(
                 record.started_at = stamp
         if record.status == SessionStatus.stopped:
             record.ended_at = stamp
-        state = (
+        # (in the order both statements take them)
+        state_columns = (
             record.status,
             record.lesson_id,
             record.anchor_server_ms,
@@ -411,7 +412,7 @@ async def _commit_change(
         )
         row = conn.execute(
             _UPDATE_SQL,
-            (*state, record.rev, record.started_at, record.ended_at, stamp, session_id),
+            (*state_columns, record.rev, record.started_at, record.ended_at, stamp, session_id),
         ).fetchone()
         conn.execute(
             _REVISION_SQL,
@@ -422,7 +423,7 @@ async def _commit_change(
                 record.rev,
                 change.action.value,
                 actor_id,
-                *state,
+                *state_columns,
                 stamp,
                 stamp,
             ),
