@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
@@ -85,18 +85,25 @@ def _newest(items: list[Item]) -> Newest:
     return {(entity, entity_id): (org_id, payload) for org_id, entity, entity_id, payload in items}
 
 
-def _outbox_rows(newest: Newest, first_version: int) -> list[dict[str, Any]]:
-    now = utcnow()
+# An outbox row's columns, in the order _outbox_rows gives them.
+_ROW_COLUMNS: Final = (
+    "org_id",
+    "entity",
+    "entity_id",
+    "version",
+    "payload",
+    "created_at",
+    "updated_at",
+)
+
+
+def _outbox_rows(
+    newest: Newest, first_version: int, stamp: Any, payload_as: Callable[[Any], Any]
+) -> list[tuple[Any, ...]]:
+    """One row per object (_ROW_COLUMNS), versions from `first_version` on, created and
+    updated at `stamp`, the payload as `payload_as` gives it."""
     return [
-        {
-            "org_id": org_id,
-            "entity": entity,
-            "entity_id": entity_id,
-            "version": first_version + i,
-            "payload": payload,
-            "created_at": now,
-            "updated_at": now,
-        }
+        (org_id, entity, entity_id, first_version + i, payload_as(payload), stamp, stamp)
         for i, ((entity, entity_id), (org_id, payload)) in enumerate(newest.items())
     ]
 
@@ -107,7 +114,11 @@ async def enqueue_many(s: AsyncSession, items: list[Item]) -> int:
     newest = _newest(items)
     if not newest:
         return 0
-    rows = _outbox_rows(newest, await next_versions(s, len(newest)))
+    first = await next_versions(s, len(newest))
+    rows = [
+        dict(zip(_ROW_COLUMNS, row, strict=True))
+        for row in _outbox_rows(newest, first, utcnow(), lambda payload: payload)
+    ]
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     table: Any = OutboxEntry.__table__
     stmt = dialect.insert(table)
@@ -133,19 +144,9 @@ _ADVANCE_COUNTER_SQL: Final = (
 )
 
 
-# The columns of enqueue_raw's rows, in order.
-_RAW_COLUMNS: Final = (
-    "org_id",
-    "entity",
-    "entity_id",
-    "version",
-    "payload",
-    "created_at",
-    "updated_at",
-)
 _RAW_UPSERT: Final = (
-    f"INSERT INTO sync_outbox ({', '.join(_RAW_COLUMNS)}) VALUES ",
-    "(" + ", ".join("?" for _ in _RAW_COLUMNS) + ")",
+    f"INSERT INTO sync_outbox ({', '.join(_ROW_COLUMNS)}) VALUES ",
+    "(" + ", ".join("?" for _ in _ROW_COLUMNS) + ")",
     f" ON CONFLICT ({', '.join(_CONFLICT)}) DO UPDATE SET "
     + ", ".join(f"{k} = excluded.{k}" for k in _REPLACED),
 )
@@ -160,11 +161,7 @@ def enqueue_raw(conn: sqlite3.Connection, items: list[Item]) -> int:
         return 0
     stamp = _OUTBOX.bind("updated_at", utcnow())
     (last,) = conn.execute(_ADVANCE_COUNTER_SQL, (VERSION_COUNTER, len(newest), stamp)).fetchone()
-    first = int(last) - len(newest) + 1
-    rows = [
-        (org_id, entity, entity_id, first + i, _json_text(payload), stamp, stamp)
-        for i, ((entity, entity_id), (org_id, payload)) in enumerate(newest.items())
-    ]
+    rows = _outbox_rows(newest, int(last) - len(newest) + 1, stamp, _json_text)
     execute_rows(conn, *_RAW_UPSERT, rows)
     return len(rows)
 
