@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
@@ -394,7 +394,7 @@ async def _commit_change(
         now_ms = clock.now_ms()
         _apply(record, change, now_ms, lead_ms, lambda: _plan_raw(conn, session_id))
         record.rev += 1
-        stamp = SESSIONS.bind("updated_at", datetime.fromtimestamp(now_ms / 1000.0, UTC))
+        stamp = SESSIONS.bind("updated_at", clock.datetime_at(now_ms))
         if record.status == SessionStatus.playing:
             record.ended_at = None
             if record.started_at is None:

@@ -29,7 +29,11 @@ class ServerClock:
         return self._anchor_wall_ms + (self._monotonic() - self._anchor_mono) * 1000.0
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms() / 1000.0, UTC)
+        return self.datetime_at(self.now_ms())
+
+    def datetime_at(self, ms: int) -> datetime:
+        """A server time in ms (`now_ms`) as an aware UTC datetime."""
+        return datetime.fromtimestamp(ms / 1000.0, UTC)
 
     def monotonic(self) -> float:
         return self._monotonic()
