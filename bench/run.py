@@ -121,18 +121,19 @@ def set_affinity(pid: int, cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def placed(target: dict[str, Any], cores: Cores | None, procs: int) -> Iterator[None]:
+def placed(target: dict[str, Any], cores: Cores | None, procs: int) -> Iterator[bool]:
     """The server side and this process (and the headset workers it spawns) on their own
-    cores for a one-generator-process workload; otherwise everything floats."""
+    cores for a one-generator-process workload; otherwise everything floats. Yields whether
+    it pinned."""
     if cores is None or procs > 1:
-        yield
+        yield False
         return
     every = cores.server | cores.generator
     for pid in target["pids"].values():
         set_affinity(pid, cores.server)
     os.sched_setaffinity(0, cores.generator)
     try:
-        yield
+        yield True
     finally:
         os.sched_setaffinity(0, every)
         for pid in target["pids"].values():
@@ -354,9 +355,9 @@ def bench_target(
     out: dict[str, Any] = {"w1": {}}
 
     def workload(workload: str, n: int, procs: int, **opts: Any) -> dict[str, Any]:
-        with placed(target, cores, procs):
+        with placed(target, cores, procs) as pinned:
             result = loadgen.run_workload(target, workload, n, procs, **opts)
-        result["pinned"] = cores is not None and procs == 1
+        result["pinned"] = pinned
         return result
 
     students = max(p["sizes"] + [p["w5_n"], p["w6_n"]]) + 2
