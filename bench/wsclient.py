@@ -125,36 +125,31 @@ class WsClient:
                 arrived -= min(max(waited, 0.0), arrived)
         self._received(data, arrived)
 
-    def _writable(self) -> None:
+    def _write(self, data: bytes) -> None:
+        if self._sock is None:
+            return
+        waiting = bool(self._out)  # (then the socket is watched for room already)
+        self._out += data
+        if not waiting:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the kernel what it takes of `_out`; watch the socket for room while some is
+        left."""
         if self._sock is None:
             return
         try:
             sent = self._sock.send(self._out)
         except (BlockingIOError, InterruptedError):
-            return
+            sent = 0
         except OSError as exc:
             self._lost(exc)
             return
         del self._out[:sent]
-        if not self._out:
+        if self._out:
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+        else:
             self._loop.remove_writer(self._sock.fileno())
-
-    def _write(self, data: bytes) -> None:
-        if self._sock is None:
-            return
-        if not self._out:
-            try:
-                sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if sent == len(data):
-                return
-            data = data[sent:]
-            self._loop.add_writer(self._sock.fileno(), self._writable)
-        self._out += data
 
     def _lost(self, exc: Exception | None) -> None:
         """The connection is over (`exc`: why, if it failed): stop watching the socket and
