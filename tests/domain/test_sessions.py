@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -62,17 +63,27 @@ async def new_session(box: RunningBox, world: OrgWorld, **kw: Any) -> str:
     return view.id
 
 
+def commander(
+    box: RunningBox, teacher: User, sid: str, broadcast: sessions.StateBroadcast | None = None
+) -> Callable[..., Awaitable[SessionState]]:
+    """`do(action, **fields)`: one command of `teacher` on session `sid` (change_state)."""
+    db, clock = box.app[DB], box.app[CLOCK]
+
+    async def do(action: Action, **kw: Any) -> SessionState:
+        change = Change(action=action, **kw)
+        return await sessions.change_state(
+            db, clock, broadcast or NoBroadcast(), principal(teacher), sid, change
+        )
+
+    return do
+
+
 async def test_transitions_and_anchor(box: RunningBox) -> None:
     db, clock = box.app[DB], box.app[CLOCK]
     world = await make_org(db)
-    teacher = principal(world.teacher)
     rec = Recorder()
     sid = await new_session(box, world, lesson_ids=[lesson.id for lesson in world.lessons])
-
-    async def do(action: Action, **kw: Any) -> SessionState:
-        return await sessions.change_state(
-            db, clock, rec, teacher, sid, Change(action=action, **kw)
-        )
+    do = commander(box, world.teacher, sid, rec)
 
     for bad in (Action.pause, Action.stop):
         with pytest.raises(AppError) as err:
@@ -114,11 +125,7 @@ async def test_a_command_stores_the_row_its_revision_and_the_org_servers_copy(
     world = await make_org(db)
     sid = await new_session(box, world, lesson_ids=[world.lessons[0].id])
     teacher = principal(world.teacher)
-
-    async def do(action: Action, **kw: Any) -> SessionState:
-        return await sessions.change_state(
-            db, clock, NoBroadcast(), teacher, sid, Change(action=action, **kw)
-        )
+    do = commander(box, world.teacher, sid)
 
     async def stored() -> tuple[Session, list[SessionRevision], OutboxEntry]:
         async with db.read() as s:
@@ -171,16 +178,11 @@ async def test_a_command_stores_the_row_its_revision_and_the_org_servers_copy(
 async def test_a_state_carries_its_lesson_as_edited_last(box: RunningBox) -> None:
     """A command's state states the lesson as it is now (the command path keeps lesson refs
     by their columns: an edit is a new ref, never an old one served again)."""
-    db, clock = box.app[DB], box.app[CLOCK]
+    db = box.app[DB]
     world = await make_org(db)
     lesson = world.lessons[0]
     sid = await new_session(box, world, lesson_ids=[lesson.id])
-
-    async def do(action: Action, **kw: Any) -> SessionState:
-        change = Change(action=action, **kw)
-        return await sessions.change_state(
-            db, clock, Recorder(), principal(world.teacher), sid, change
-        )
+    do = commander(box, world.teacher, sid, Recorder())
 
     await do(Action.play)
     first = (await do(Action.seek, position_ms=1000)).lesson
