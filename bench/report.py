@@ -270,6 +270,21 @@ def pinning(cores: dict[str, list[int]] | None) -> str:
     )
 
 
+def idle_policy(res: dict[str, Any]) -> str:
+    idle = res.get("idle")
+    if idle is None:  # (runs before 7 Dec: the machine's policy, not recorded)
+        return ""
+    if idle == "poll":
+        return (
+            " Idle cores poll instead of halting for the whole run, every target alike "
+            "(`bench/run.py` holds a PM QoS CPU latency request of 0 µs; `--idle default` "
+            "runs without it): on a VM a halted core waits for the hypervisor when a packet "
+            "comes."
+        )
+    driver = res.get("machine_before", {}).get("cpuidle")
+    return f" Idle cores: {idle} policy, cpuidle driver {driver}."
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res.get("machine_before", {})
     loaded = (m.get("loadavg") or [0])[0] > 1.5
@@ -282,7 +297,8 @@ def markdown(res: dict[str, Any]) -> str:
             "noisy; compare columns of the same run."
             if loaded
             else "."
-        ),
+        )
+        + idle_policy(res),
         "The load generator runs on the same machine as the server (one process hosts the "
         "teacher and measures, headsets in 1-2 more processes)"
         + pinning(res.get("cores"))
