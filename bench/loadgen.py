@@ -27,6 +27,7 @@ import base64
 import contextlib
 import gc
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -53,6 +54,10 @@ STORM_TIMEOUT_S = 30.0
 PHASE_MAX_S = 120.0  # no phase runs longer, whatever its parameters
 IDLE_WAIT_S = 20.0  # longest wait for the server to go idle after the headsets connected
 CAPACITY_P99_MS = 100.0  # "sustained" = p99 at most this
+# Commands per second one teacher connection sends at most: under the box's flood bound (about
+# 100 frames/s per connection, then close 1008; docs/headset-protocol.md). A faster train
+# (the capacity ramp's top steps) goes round several connections of the teacher.
+TEACHER_RATE_MAX = 80.0
 WORKER_REPLY_S = 180.0  # longest a worker step takes: connecting 1000 headsets on a busy box
 TIME_SAMPLES = 20  # per headset for clock sync on loopback (the box answers bursts of 32)
 TIME_SAMPLES_JITTER = 40  # through the jitter proxy: 4 s of samples at 10/s
@@ -456,6 +461,11 @@ async def server_idle(pid: int | None, limit_s: float = IDLE_WAIT_S) -> float | 
 # ---------------------------------------------------------------- the coordinator
 
 
+def teachers_for(rate: float) -> int:
+    """How many connections of the teacher a train at `rate` commands/s goes round."""
+    return max(1, math.ceil(rate / TEACHER_RATE_MAX))
+
+
 class Coordinator:
     def __init__(self, target: dict[str, Any], n: int, procs: int) -> None:
         self.target = target
@@ -465,8 +475,7 @@ class Coordinator:
         self.children: list[multiprocessing.process.BaseProcess] = []
         # The teacher speaks through the headsets' lean client too: it shares the generator's
         # core with them, and aiohttp's client spent ~100 us per state and result it received.
-        self.teacher: wsclient.WsClient | None = None
-        self.teacher_welcomed: asyncio.Future[None] | None = None
+        self.teachers: list[wsclient.WsClient] = []
         self.teacher_errors: list[Any] = []
         # Keys are seek positions: unique per run and below the box's 24 h position bound.
         self.next_key = random.randrange(1, 40) * 1_000_000
@@ -503,10 +512,7 @@ class Coordinator:
             self.children.append(proc)
         t0 = time.monotonic()
         ready = [await self.reply(p) for p in self.pipes]
-        self.teacher_welcomed = asyncio.get_running_loop().create_future()
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            self.teacher = await wsclient.connect(self.target["teacher_url"], self.on_teacher)
-            await self.teacher_welcomed
+        await self.connect_teachers(1)
         return {
             "connected": sum(r["connected"] for r in ready),
             "failed": sum(r["failed"] for r in ready),
@@ -514,15 +520,30 @@ class Coordinator:
             "connect_s": round(time.monotonic() - t0, 2),
         }
 
-    def on_teacher(self, data: bytes, _now: float) -> None:
-        if self.teacher_welcomed is not None and not self.teacher_welcomed.done():
-            self.teacher_welcomed.set_result(None)  # the first frame: its welcome
-        elif b'"error"' in data:
-            with contextlib.suppress(msgspec.DecodeError):
-                frame = _decode(data)
-                # `error` frames, and command results with ok=false (the box's `result`)
-                if frame.get("type") == "error" or frame.get("ok") is False:
-                    self.teacher_errors.append(frame)
+    async def connect_teachers(self, count: int) -> None:
+        """At least `count` connections of the teacher, each welcomed."""
+        while len(self.teachers) < count:
+            welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            url = self.target["teacher_url"]
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                self.teachers.append(await wsclient.connect(url, self.on_teacher(welcomed)))
+                await welcomed
+
+    def on_teacher(self, welcomed: asyncio.Future[None]) -> wsclient.TextHandler:
+        """What one teacher connection does with a frame: its first is the welcome; errors and
+        failed command results are kept."""
+
+        def on_text(data: bytes, _now: float) -> None:
+            if not welcomed.done():
+                welcomed.set_result(None)
+            elif b'"error"' in data:
+                with contextlib.suppress(msgspec.DecodeError):
+                    frame = _decode(data)
+                    # `error` frames, and command results with ok=false (the box's `result`)
+                    if frame.get("type") == "error" or frame.get("ok") is False:
+                        self.teacher_errors.append(frame)
+
+        return on_text
 
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError, EOFError, OSError):
@@ -531,11 +552,12 @@ class Coordinator:
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
-        if self.teacher is not None:
-            self.teacher.close()
+        for teacher in self.teachers:
+            teacher.close()
 
-    def command(self, action: str, **fields: Any) -> None:
-        assert self.teacher is not None
+    def command(self, action: str, via: int = 0, **fields: Any) -> None:
+        """Send one command on the teacher's connection number `via`."""
+        teacher = self.teachers[via]
         self.next_key += 1
         frame = {
             "type": "command",
@@ -544,11 +566,18 @@ class Coordinator:
             "action": action,
             **fields,
         }
-        if not self.teacher.send_text(json.dumps(frame)):
-            raise ConnectionError("the teacher's connection is gone")
+        if not teacher.send_text(json.dumps(frame)):
+            closed = teacher.closed
+            raise ConnectionError(
+                f"the teacher's connection is gone (close code "
+                f"{closed.result() if closed.done() else None} {teacher.close_reason!r})"
+            )
 
     async def seek_train(self, count: int, rate: float) -> tuple[int, int]:
-        """`count` seeks at `rate` per second on a fixed schedule; returns the key range."""
+        """`count` seeks at `rate` per second on a fixed schedule, round as many connections of
+        the teacher as that rate needs (`TEACHER_RATE_MAX`); returns the key range."""
+        connections = teachers_for(rate)
+        await self.connect_teachers(connections)  # (fanout connected them already)
         first = self.next_key + 1
         await self.ask({"op": "count", "first": first, "last": first + count - 1})
         t0 = time.monotonic()
@@ -561,7 +590,7 @@ class Coordinator:
                 break
             key = self.next_key + 1
             self.sent[key] = time.monotonic()
-            self.command("seek", position_ms=key)
+            self.command("seek", via=i % connections, position_ms=key)
         return first, self.next_key
 
     async def drain(self, expected: int, within_s: float = DRAIN_TIMEOUT_S) -> float:
@@ -598,6 +627,7 @@ class Coordinator:
         self, count: int, rate: float, drain_s: float = DRAIN_TIMEOUT_S
     ) -> dict[str, Any]:
         """One train of seeks; latency of every (command, headset) delivery."""
+        await self.connect_teachers(teachers_for(rate))  # (not inside the train's figures)
         await self.collect()  # forget what came before
         cpu0, t0 = self.cpu(), time.monotonic()
         first, last = await self.seek_train(count, rate)

@@ -95,6 +95,7 @@ class WsClient:
         self._loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[int] = self._loop.create_future()
+        self.close_reason = ""  # what the server's close frame said
         self.read_at = 0.0  # when this process read the bytes being handled (monotonic)
 
     def _start(self) -> None:
@@ -233,6 +234,7 @@ class WsClient:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             if not self.closed.done():
                 self.closed.set_result(code)
+                self.close_reason = payload[2:].decode(errors="replace")
             self._write(frame(OP_CLOSE, payload[:2]))
             self._lost(None)
             return

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench import loadgen, report
-from bench.run import read_listening, running
+from bench.run import box_target, read_listening, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +71,20 @@ def test_a_stalled_headset_does_not_count_as_released_while_the_server_holds_it(
 
     assert result["lost"] == 0  # the floor has no bound: the stalled one is kept, others served
     assert result["stalled_cut_off_after_s"] is None
+
+
+def test_a_train_faster_than_the_flood_bound_goes_round_teacher_connections(
+    tmp_path: Path,
+) -> None:
+    # 500 commands in 2 s: over one connection the box would close it (1008, more than
+    # ~100 frames/s); the generator spreads them so the ramp measures fan-out, not the bound.
+    assert loadgen.teachers_for(20.0) == 1 and loadgen.teachers_for(250.0) == 4
+    with box_target(5, tmp_path) as box:
+        result = loadgen.run_workload(
+            box, "w1", 5, 1, commands=5, rate=20.0, capacity_rates=[250], capacity_step_s=2.0
+        )
+
+    (step,) = result["capacity"]["steps"]
+    assert step["commands"] == 500
+    assert step["lost"] == 0
+    assert step["teacher_errors"] == 0
