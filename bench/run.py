@@ -150,9 +150,9 @@ def placed(target: dict[str, Any], cores: Cores | None, procs: int) -> Iterator[
 def cores_awake(wanted: bool) -> Iterator[str]:
     """Hold a CPU latency request of 0 µs for the run, so an idle core polls instead of
     halting: on a VM a halted vCPU waits for the hypervisor to run it again when a packet
-    comes (up to 4 ms on this machine's, where a server sleeping 50 ms between commands pays it
-    on most of them), which no target's design can change. Every target runs under it alike.
-    Yields the idle policy the run had, for the report."""
+    comes (up to 4 ms on the one of bench/README.md), and a server sleeping 50 ms between
+    commands may pay that on any of them, whatever its design. Every target runs under it
+    alike. Yields the idle policy the run had, for the report."""
     if not wanted:
         yield "default"
         return
