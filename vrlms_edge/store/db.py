@@ -9,7 +9,9 @@ Hot paths (teacher commands, event batches, admitting a headset) use `write_raw`
 instead: their whole transaction runs as one call on a writer (reader) thread with its own
 sqlite3 connection (store/raw.py), writes behind the same lock, so it costs one thread round
 trip instead of one per statement. A teacher command, a transaction of a few statements on
-the way to every headset, skips even that round trip when it can (`write_raw(on_loop=True)`).
+the way to every headset, skips even that round trip when it can (`write_raw(on_loop=True)`),
+and the queue too: it runs at once whenever no transaction of this process is open, even while
+the lock is still held by a writer whose transaction ended and whose task has not run again.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class Database:
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock()
+        # The lock's holder has its transaction open (from taking the lock until its COMMIT or
+        # ROLLBACK; a writer-thread transaction clears it on that thread as it ends). One holder
+        # at a time, so one flag; the loop only reads it.
+        self._transaction_open = False
         self._sqlite_synchronous = sqlite_synchronous
         self._raw_path = make_url(url).database if self.is_sqlite else None
         # The writer's statements each touch a bounded set of pages, so their statement
@@ -114,8 +120,13 @@ class Database:
             async with self._write_sessions() as session, session.begin():
                 yield session
             return
-        async with self._write_lock, self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_lock:
+            self._transaction_open = True
+            try:
+                async with self._write_sessions() as session, session.begin():
+                    yield session
+            finally:
+                self._transaction_open = False
 
     async def write_raw(
         self, work: Callable[[sqlite3.Connection], T], *, on_loop: bool = False
@@ -128,22 +139,54 @@ class Database:
         teacher command 0.2-0.3 ms here at a class's pace (an idle core wakes cold for each).
         Only the BEGIN could wait, for another process's write, and it does not: this
         connection never waits for a lock, so a busy database sends `work` to the writer
-        thread as usual, which waits there (busy_timeout)."""
+        thread as usual, which waits there (busy_timeout). Nor does it queue for the lock
+        while no transaction is open: it runs to its end before any other task does, and an
+        event batch that has committed on the writer thread may hold the lock for another
+        0.3-0.7 ms, until its task runs again among a class's frames."""
+        if on_loop and not self._transaction_open:
+            done_now = self._write_on_loop(work)
+            if done_now is not None:
+                return done_now[0]
         async with self._write_lock:
-            if on_loop and self._raw_path is not None:
-                began = self._loop_writer.try_begin(self._raw_path, self._sqlite_synchronous)
-                if began is not None:
-                    try:
-                        return _finish(began, work)
-                    finally:
-                        self._wrote()
-            done = self._raw_call(self._raw_writer, work)
+            if on_loop:
+                done_now = self._write_on_loop(work)
+                if done_now is not None:
+                    return done_now[0]
+            done = self._write_on_thread(work)
             try:
                 return await asyncio.shield(done)
             finally:
                 if not done.done():  # cancelled: keep the lock until the transaction ended
                     await asyncio.wait([done])
                 self._wrote()
+
+    def _write_on_loop(self, work: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
+        """`work` in a transaction on this thread, answered as (result,); None when the
+        database is locked."""
+        if self._raw_path is None:
+            return None
+        began = self._loop_writer.try_begin(self._raw_path, self._sqlite_synchronous)
+        if began is None:
+            return None
+        try:
+            return (_finish(began, work),)
+        finally:
+            self._wrote()
+
+    def _write_on_thread(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`work` in a transaction on the writer thread, the lock held: the transaction counts
+        as open until it ended there."""
+        path, synchronous = self._raw_target()
+        lane = self._raw_writer
+        self._transaction_open = True
+
+        def transaction() -> T:
+            try:
+                return lane.run(path, synchronous, work)
+            finally:
+                self._transaction_open = False
+
+        return lane.call(transaction)
 
     def open_loop_writer(self) -> None:
         """Open the connection of write_raw(on_loop=True) now (at start-up) rather than in
@@ -186,7 +229,7 @@ class Database:
                 # 0.5 ms inside whichever teacher command came next. A one-page commit here,
                 # in the same pause, pays it instead (and schedules no checkpoint).
                 async with self._write_lock:
-                    await self._raw_call(self._raw_writer, _restart_wal)
+                    await self._write_on_thread(_restart_wal)
         except sqlite3.Error:  # retried after the next write; a busy database is no error
             log.warning("WAL checkpoint failed", exc_info=True)
 
@@ -197,10 +240,13 @@ class Database:
     def _raw_call(
         self, lane: _RawLane, work: Callable[[sqlite3.Connection], T]
     ) -> asyncio.Future[T]:
+        path, synchronous = self._raw_target()
+        return lane.call(lambda: lane.run(path, synchronous, work))
+
+    def _raw_target(self) -> tuple[str, str]:
         if self._raw_path is None:
             raise RuntimeError("the raw lanes need SQLite")
-        path, synchronous = self._raw_path, self._sqlite_synchronous
-        return lane.call(lambda: lane.run(path, synchronous, work))
+        return self._raw_path, self._sqlite_synchronous
 
     async def dispose(self) -> None:
         for task in list(self._checkpoints):  # (a running one's lane call finishes first)
