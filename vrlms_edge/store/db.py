@@ -143,15 +143,11 @@ class Database:
         while no transaction is open: it runs to its end before any other task does, and an
         event batch that has committed on the writer thread may hold the lock for another
         0.3-0.7 ms, until its task runs again among a class's frames."""
-        if on_loop and not self._transaction_open:
-            done_now = self._write_on_loop(work)
-            if done_now is not None:
-                return done_now[0]
+        if on_loop and not self._transaction_open and (done_now := self._write_on_loop(work)):
+            return done_now[0]
         async with self._write_lock:
-            if on_loop:
-                done_now = self._write_on_loop(work)
-                if done_now is not None:
-                    return done_now[0]
+            if on_loop and (done_now := self._write_on_loop(work)):
+                return done_now[0]
             done = self._write_on_thread(work)
             try:
                 return await asyncio.shield(done)
@@ -163,9 +159,7 @@ class Database:
     def _write_on_loop(self, work: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
         """`work` in a transaction on this thread, answered as (result,); None when the
         database is locked."""
-        if self._raw_path is None:
-            return None
-        began = self._loop_writer.try_begin(self._raw_path, self._sqlite_synchronous)
+        began = self._loop_writer.try_begin(*self._raw_target())
         if began is None:
             return None
         try:
