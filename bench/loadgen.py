@@ -576,8 +576,7 @@ class Coordinator:
     async def seek_train(self, count: int, rate: float) -> tuple[int, int]:
         """`count` seeks at `rate` per second on a fixed schedule, round as many connections of
         the teacher as that rate needs (`TEACHER_RATE_MAX`); returns the key range."""
-        connections = teachers_for(rate)
-        await self.connect_teachers(connections)  # (fanout connected them already)
+        connections = teachers_for(rate)  # (connected by fanout, outside the train's figures)
         first = self.next_key + 1
         await self.ask({"op": "count", "first": first, "last": first + count - 1})
         t0 = time.monotonic()
